@@ -1,0 +1,15 @@
+"""AlexNet (Krizhevsky, Sutskever, Hinton 2012) with TensorFlow / Keras."""
+
+# TensorFlow before Keras: the other order can end in a circular import at start-up.
+import tensorflow as tf  # noqa: F401
+
+from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
+from alexnet_tf.model import MIN_IMAGE_SIZE, build_alexnet, count_flops
+
+__all__ = [
+    "GroupedConv2D",
+    "LocalResponseNormalization",
+    "MIN_IMAGE_SIZE",
+    "build_alexnet",
+    "count_flops",
+]
