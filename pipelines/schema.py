@@ -1,0 +1,128 @@
+"""The one place that defines the on-disk dataset: TFRecord keys, labels, shard names, info file.
+
+The writer (`pipelines.conversion`) and the readers (`pipelines.dataset`, `pipelines.verify`)
+both import this module. The keys are those of TensorFlow's ImageNet tools
+(tensorflow/models research/inception/data/build_imagenet_data.py), so their records read
+here too; theirs have 1-based labels (0 = background), read with `label_offset=1`.
+"""
+
+import json
+import os
+import re
+
+IMAGE_ENCODED = "image/encoded"
+IMAGE_FORMAT = "image/format"
+IMAGE_HEIGHT = "image/height"
+IMAGE_WIDTH = "image/width"
+IMAGE_CHANNELS = "image/channels"
+IMAGE_FILENAME = "image/filename"
+CLASS_LABEL = "image/class/label"
+CLASS_SYNSET = "image/class/synset"
+CLASS_TEXT = "image/class/text"
+
+# Our records store 0-based labels: label_offset is what a reader subtracts.
+LABEL_OFFSET = 0
+
+DATASET_INFO_FILE = "dataset_info.json"
+TRAIN_SPLIT = "train"
+VALIDATION_SPLIT = "validation"
+
+_SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})$")
+
+
+def shard_name(split, index, num_shards):
+    """`{split}-{index:05d}-of-{num_shards:05d}`, as TensorFlow's ImageNet tools name shards."""
+    return f"{split}-{index:05d}-of-{num_shards:05d}"
+
+
+def parse_shard_name(name):
+    """(split, index, num_shards) of a shard file name, or None if it is not one."""
+    match = _SHARD_RE.match(os.path.basename(name))
+    if not match:
+        return None
+    return match["split"], int(match["index"]), int(match["count"])
+
+
+def split_file_pattern(data_dir, split):
+    """Glob pattern of a split's shards in `data_dir`."""
+    return os.path.join(data_dir, f"{split}-?????-of-?????")
+
+
+def make_example(*, encoded, height, width, label, synset, text, filename):
+    """A serialized tf.train.Example with the keys above, byte-identical in every process.
+
+    Protobuf map order is not stable across processes; `deterministic=True` sorts the keys.
+    """
+    import tensorflow as tf
+
+    def _bytes(value):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    def _int(value):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+    features = {
+        IMAGE_ENCODED: _bytes(encoded),
+        IMAGE_FORMAT: _bytes(b"JPEG"),
+        IMAGE_HEIGHT: _int(height),
+        IMAGE_WIDTH: _int(width),
+        IMAGE_CHANNELS: _int(3),
+        IMAGE_FILENAME: _bytes(filename.encode("utf-8")),
+        CLASS_LABEL: _int(label),
+        CLASS_SYNSET: _bytes(synset.encode("utf-8")),
+        CLASS_TEXT: _bytes(text.encode("utf-8")),
+    }
+    example = tf.train.Example(features=tf.train.Features(feature=features))
+    return example.SerializeToString(deterministic=True)
+
+
+def feature_spec():
+    """The `tf.io.parse_example` spec for every key (defaults let foreign records parse)."""
+    import tensorflow as tf
+
+    return {
+        IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
+        IMAGE_FORMAT: tf.io.FixedLenFeature([], tf.string, default_value=b"JPEG"),
+        IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+        IMAGE_WIDTH: tf.io.FixedLenFeature([], tf.int64, default_value=0),
+        IMAGE_CHANNELS: tf.io.FixedLenFeature([], tf.int64, default_value=3),
+        IMAGE_FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=b""),
+        CLASS_LABEL: tf.io.FixedLenFeature([], tf.int64),
+        CLASS_SYNSET: tf.io.FixedLenFeature([], tf.string, default_value=b""),
+        CLASS_TEXT: tf.io.FixedLenFeature([], tf.string, default_value=b""),
+    }
+
+
+def training_feature_spec():
+    """The two keys training needs: parsing only these is cheaper."""
+    import tensorflow as tf
+
+    return {
+        IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
+        CLASS_LABEL: tf.io.FixedLenFeature([], tf.int64),
+    }
+
+
+def read_dataset_info(data_dir):
+    """The parsed `dataset_info.json` of `data_dir`, or None if there is none."""
+    path = os.path.join(data_dir, DATASET_INFO_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path} is not valid JSON ({error}). Rerun pipelines.convert to rewrite it."
+            ) from error
+
+
+def write_json_atomically(path, value):
+    """Writes JSON to a temporary file beside `path`, then renames it into place."""
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    with open(tmp_path, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_path, path)
