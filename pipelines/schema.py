@@ -51,29 +51,22 @@ def split_file_pattern(data_dir, split):
 def make_example(*, encoded, height, width, label, synset, text, filename):
     """A serialized tf.train.Example with the keys above, byte-identical in every process.
 
-    Protobuf map order is not stable across processes; `deterministic=True` sorts the keys.
+    Written by `pipelines.tfrecord` in sorted key order (TensorFlow's deterministic
+    serialization; protobuf map order otherwise differs between processes).
     """
-    import tensorflow as tf
+    from pipelines import tfrecord
 
-    def _bytes(value):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-    def _int(value):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-
-    features = {
-        IMAGE_ENCODED: _bytes(encoded),
-        IMAGE_FORMAT: _bytes(b"JPEG"),
-        IMAGE_HEIGHT: _int(height),
-        IMAGE_WIDTH: _int(width),
-        IMAGE_CHANNELS: _int(3),
-        IMAGE_FILENAME: _bytes(filename.encode("utf-8")),
-        CLASS_LABEL: _int(label),
-        CLASS_SYNSET: _bytes(synset.encode("utf-8")),
-        CLASS_TEXT: _bytes(text.encode("utf-8")),
-    }
-    example = tf.train.Example(features=tf.train.Features(feature=features))
-    return example.SerializeToString(deterministic=True)
+    return tfrecord.serialize_example({
+        IMAGE_ENCODED: encoded,
+        IMAGE_FORMAT: b"JPEG",
+        IMAGE_HEIGHT: int(height),
+        IMAGE_WIDTH: int(width),
+        IMAGE_CHANNELS: 3,
+        IMAGE_FILENAME: filename.encode("utf-8"),
+        CLASS_LABEL: int(label),
+        CLASS_SYNSET: synset.encode("utf-8"),
+        CLASS_TEXT: text.encode("utf-8"),
+    })
 
 
 def feature_spec():
