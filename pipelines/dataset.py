@@ -1,0 +1,323 @@
+"""tf.data input pipelines: TFRecord shards (or a prepared TFDS dataset) to model-ready batches.
+
+Design (measured with `python -m pipelines.benchmark`, see WORKSPACE.md):
+- Each image is decoded straight into its crop with `tf.io.decode_and_crop_jpeg` (libjpeg
+  skips what lies outside the window) and stays uint8 through the flip: per-image work is
+  one decode plus, for half the images, a uint8 mirror.
+- The float work happens once per batch: the per-image lighting offsets ([B, 3], drawn
+  per image in the per-image map) minus the mean become one [B, 1, 1, 3] term, and one
+  XLA-compiled function casts and adds in a single pass over the batch. Per-image float32
+  kernels (cast, flip, lighting, normalise separately) cost several passes over every
+  image and starve the decoders on a small CPU.
+- Every random draw is stateless, seeded by (seed, position of the example in the
+  shuffled stream): a fixed seed reproduces a run, and the iterator can be checkpointed.
+"""
+
+import dataclasses
+import os
+import random
+
+import tensorflow as tf
+
+from pipelines import augment, constants, schema
+
+AUTOTUNE = tf.data.AUTOTUNE
+DEFAULT_SHUFFLE_BUFFER = 10_000
+_RECORD_BUFFER_BYTES = 8 << 20
+_MAX_INTERLEAVE = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetStatistics:
+    """What the pipeline needs to know about a dataset besides its records."""
+
+    rgb_mean: tuple = constants.IMAGENET_RGB_MEAN
+    rgb_eigval: tuple = constants.IMAGENET_RGB_EIGVAL
+    rgb_eigvec: tuple = constants.IMAGENET_RGB_EIGVEC
+    label_offset: int = 0
+    num_classes: int | None = None
+    class_names: tuple = ()
+    splits: dict = dataclasses.field(default_factory=dict)  # name -> num_examples
+    source: str = "ImageNet constants (pipelines.constants)"
+
+
+def load_statistics(data_dir):
+    """Statistics from `data_dir`/dataset_info.json, else the documented ImageNet constants."""
+    info = schema.read_dataset_info(data_dir) if data_dir else None
+    if not info:
+        return DatasetStatistics()
+    has_pca = all(key in info for key in ("rgb_mean", "rgb_eigval", "rgb_eigvec"))
+    defaults = DatasetStatistics()
+    classes = info.get("classes", [])
+    names = info.get("class_names") or []
+    return DatasetStatistics(
+        rgb_mean=tuple(info["rgb_mean"]) if has_pca else defaults.rgb_mean,
+        rgb_eigval=tuple(info["rgb_eigval"]) if has_pca else defaults.rgb_eigval,
+        rgb_eigvec=tuple(map(tuple, info["rgb_eigvec"])) if has_pca else defaults.rgb_eigvec,
+        label_offset=int(info.get("label_offset", 0)),
+        num_classes=len(classes) or None,
+        class_names=tuple(n or c for n, c in zip(names, classes)) if names else tuple(classes),
+        splits={name: split["num_examples"] for name, split in info.get("splits", {}).items()},
+        source=os.path.join(data_dir, schema.DATASET_INFO_FILE) + ("" if has_pca else " (ImageNet colour constants)"),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Per-image ops (inside tf.data maps)
+
+
+def _decode_window(encoded, window_fn):
+    """Decodes the window `window_fn(height, width)` of an encoded image, as uint8 RGB.
+
+    JPEGs take the fused `decode_and_crop_jpeg` path; other formats (PNG in a foreign
+    shard) are decoded whole and cropped, so they do not crash the pipeline.
+    """
+
+    def jpeg():
+        shape = tf.io.extract_jpeg_shape(encoded)
+        return tf.io.decode_and_crop_jpeg(encoded, window_fn(shape[0], shape[1]), channels=3)
+
+    def other():
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        shape = tf.shape(image)
+        return augment.crop_to_window(image, window_fn(shape[0], shape[1]))
+
+    return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+
+
+def decode_for_train(encoded, seed, *, image_size):
+    """uint8 [S, S, 3]: the random training patch of one example (flip and lighting follow
+    per batch, in `make_train_normalizer`)."""
+    patch = _decode_window(encoded, lambda h, w: augment.random_crop_window(h, w, seed=seed))
+    return augment.resize_square(patch, image_size)
+
+
+def decode_for_eval(encoded, *, image_size):
+    """uint8 [S, S, 3]: the centred 224/256 square of the shorter side, resized to S."""
+    patch = _decode_window(encoded, augment.center_crop_window)
+    return augment.resize_square(patch, image_size)
+
+
+def decode_ten_crops(encoded, *, image_size):
+    """uint8 [10, S, S, 3]: the central square resized to S*256/224, then the paper's ten crops."""
+    square = _decode_window(encoded, lambda h, w: augment.center_crop_window(h, w, crop_fraction=1.0))
+    resized = augment.resize_square(square, round(image_size / constants.CROP_FRACTION))
+    return augment.ten_crop(resized, image_size)
+
+
+# ---------------------------------------------------------------------------------------
+# Per-batch ops
+
+
+def make_train_normalizer(statistics, *, lighting_stddev):
+    """(uint8 images [B, S, S, 3], seeds [2, 2]) -> float32: flip, lighting, mean off.
+
+    One XLA-compiled function: each image is mirrored with probability 1/2, gets its own
+    lighting offset eigvec @ (alpha * eigval), alpha ~ N(0, lighting_stddev), and loses the
+    mean, all in a single pass over the batch (see WORKSPACE.md for the measurements).
+    """
+    mean = tf.constant(statistics.rgb_mean, tf.float32)
+    eigval = tf.constant(statistics.rgb_eigval, tf.float32)
+    eigvec = tf.constant(statistics.rgb_eigvec, tf.float32)
+
+    @tf.function(jit_compile=True)
+    def normalize(images, seeds):
+        batch = tf.shape(images)[0]
+        flips = tf.random.stateless_uniform([batch], seed=seeds[0]) < 0.5
+        alphas = tf.random.stateless_normal([batch, 3], seed=seeds[1], stddev=lighting_stddev)
+        images = tf.where(flips[:, tf.newaxis, tf.newaxis, tf.newaxis],
+                          tf.reverse(images, axis=[2]), images)
+        # One [B, 1, 1, 3] term: each image's lighting offset minus the mean.
+        offsets = augment.lighting_offset(alphas, eigval=eigval, eigvec=eigvec) - mean
+        return tf.cast(images, tf.float32) + offsets[:, tf.newaxis, tf.newaxis, :]
+
+    return normalize
+
+
+def make_eval_normalizer(statistics):
+    """uint8 images [..., 3] -> float32, mean subtracted (one XLA-fused pass)."""
+    mean = tf.constant(statistics.rgb_mean, tf.float32)
+
+    @tf.function(jit_compile=True)
+    def normalize(images):
+        return tf.cast(images, tf.float32) - mean
+
+    return normalize
+
+
+# ---------------------------------------------------------------------------------------
+# Sources
+
+
+def _list_files(file_pattern):
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    files = sorted({path for pattern in patterns for path in tf.io.gfile.glob(pattern)})
+    if not files:
+        raise ValueError(
+            f"No files match {file_pattern!r}. Expected TFRecord shards such as "
+            "DATA_DIR/train-00000-of-01024 (convert images with `python -m pipelines.convert`).")
+    return files
+
+
+def _shard_files(files, input_context):
+    if input_context is None or input_context.num_input_pipelines == 1:
+        return files
+    count = input_context.num_input_pipelines
+    if len(files) < count:
+        raise ValueError(
+            f"Expected at least one file per input pipeline: {count} workers read "
+            f"{len(files)} files. Convert with more shards (--num_shards >= {count}) or use "
+            "fewer workers.")
+    return files[input_context.input_pipeline_id::count]
+
+
+def tfrecord_records(file_pattern, *, training, seed, input_context=None):
+    """(encoded image, int64 label) pairs from TFRecord shards, sharded by file per worker."""
+    files = _shard_files(_list_files(file_pattern), input_context)
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        # A new file order every epoch, fixed by the seed.
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+    dataset = dataset.interleave(
+        lambda path: tf.data.TFRecordDataset(path, buffer_size=_RECORD_BUFFER_BYTES),
+        cycle_length=min(len(files), _MAX_INTERLEAVE),
+        num_parallel_calls=AUTOTUNE if training else None,
+        deterministic=True,
+    )
+    spec = schema.training_feature_spec()
+
+    def parse(serialized):
+        features = tf.io.parse_single_example(serialized, spec)
+        return features[schema.IMAGE_ENCODED], features[schema.CLASS_LABEL]
+
+    return dataset, parse
+
+
+def tfds_records(name, *, split, data_dir, training, seed, input_context=None):
+    """(encoded image, int64 label) pairs from a prepared TFDS dataset, images left encoded."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    read_config = tfds.ReadConfig(input_context=input_context, shuffle_seed=seed,
+                                  interleave_cycle_length=_MAX_INTERLEAVE)
+    dataset = builder.as_dataset(
+        split=split, shuffle_files=training, read_config=read_config,
+        # Keep the JPEG bytes: the pipeline decodes each image once, into its crop.
+        decoders={"image": tfds.decode.SkipDecoding()},
+    )
+    if training:
+        dataset = dataset.repeat()
+
+    def parse(example):
+        return example["image"], tf.cast(example["label"], tf.int64)
+
+    return dataset, parse
+
+
+# ---------------------------------------------------------------------------------------
+# Pipelines
+
+
+def build_dataset(
+    file_pattern,
+    *,
+    training,
+    batch_size,
+    image_size=224,
+    crops=1,
+    seed=None,
+    statistics=None,
+    label_offset=None,
+    input_context=None,
+    shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
+    lighting_stddev=constants.PCA_LIGHTING_STDDEV,
+    tfds_name=None,
+    tfds_split=None,
+):
+    """Batches of `(images float32 [B, S, S, 3], labels int32 [B])`, mean subtracted.
+
+    Args:
+      file_pattern: glob(s) of TFRecord shards; or, with `tfds_name`, the TFDS data_dir.
+      training: random crop inside the central square, flip, PCA lighting, shuffling, an
+        endless stream and `drop_remainder=True`; else deterministic centre crops, every
+        example once, the last batch possibly smaller.
+      batch_size: the global batch; with `input_context`, split across replicas.
+      image_size: S.
+      crops: 1, or 10 for evaluation with the paper's ten crops (images [B, 10, S, S, 3]).
+      seed: makes the training stream reproducible (None: a random seed).
+      statistics: a `DatasetStatistics`; default: `load_statistics` of the shards' folder.
+      label_offset: subtracted from stored labels (1 for the TensorFlow ImageNet tools'
+        records); default: the statistics' (dataset_info.json's) value.
+      input_context: a `tf.distribute.InputContext` (from `distribute_datasets_from_function`).
+      shuffle_buffer: examples in the shuffle buffer.
+      lighting_stddev: stddev of the paper's lighting alphas (0 disables).
+      tfds_name: read this prepared TFDS dataset (e.g. "imagenet2012") instead of shards.
+      tfds_split: its split (default "train" / "validation").
+
+    Returns:
+      A `tf.data.Dataset`.
+    """
+    if crops not in (1, 10):
+        raise ValueError(f"Expected crops to be 1 or 10. Received: crops={crops}")
+    if training and crops != 1:
+        raise ValueError("Ten-crop batches are for evaluation: pass training=False with crops=10.")
+    if batch_size < 1:
+        raise ValueError(f"Expected batch_size >= 1. Received: {batch_size}")
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+
+    if tfds_name:
+        records, parse = tfds_records(
+            tfds_name, split=tfds_split or ("train" if training else "validation"),
+            data_dir=file_pattern, training=training, seed=seed, input_context=input_context)
+        statistics = statistics or DatasetStatistics()
+    else:
+        records, parse = tfrecord_records(
+            file_pattern, training=training, seed=seed, input_context=input_context)
+        if statistics is None:
+            first = file_pattern if isinstance(file_pattern, str) else list(file_pattern)[0]
+            statistics = load_statistics(os.path.dirname(first))
+    offset = statistics.label_offset if label_offset is None else label_offset
+
+    def label_of(label):
+        return tf.cast(label - offset, tf.int32)
+
+    if training:
+        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        dataset = records.enumerate()
+
+        def train_example(index, record):
+            encoded, label = parse(record)
+            crop_seed = tf.stack([tf.cast(seed, tf.int64), index])
+            return index, decode_for_train(encoded, crop_seed, image_size=image_size), label_of(label)
+
+        dataset = dataset.map(train_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+        # An undecodable image in a foreign shard is skipped with a logged warning.
+        dataset = dataset.ignore_errors(log_warning=True)
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+        normalize_images = make_train_normalizer(statistics, lighting_stddev=lighting_stddev)
+
+        def normalize(indices, images, labels):
+            # Seeds of the batch's flips and alphas: its first example's stream position,
+            # in streams (seed + 1, seed + 2) apart from the crops' (seed).
+            first = indices[0]
+            seeds = tf.stack([tf.stack([tf.cast(seed, tf.int64) + 1, first]),
+                              tf.stack([tf.cast(seed, tf.int64) + 2, first])])
+            return normalize_images(images, seeds), labels
+    else:
+        decode = decode_ten_crops if crops == 10 else decode_for_eval
+
+        def eval_example(record):
+            encoded, label = parse(record)
+            return decode(encoded, image_size=image_size), label_of(label)
+
+        dataset = records.map(eval_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+        dataset = dataset.batch(batch_size, drop_remainder=False)
+        normalize_images = make_eval_normalizer(statistics)
+        normalize = lambda images, labels: (normalize_images(images), labels)  # noqa: E731
+    dataset = dataset.map(normalize, num_parallel_calls=AUTOTUNE, deterministic=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options).prefetch(AUTOTUNE)
