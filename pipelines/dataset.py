@@ -176,12 +176,12 @@ def tfrecord_records(file_pattern, *, training, seed, input_context=None):
     files = _shard_files(_list_files(file_pattern), input_context)
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if training:
-        # A new file order every epoch, fixed by the seed.
-        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+        # A new file order every epoch (the caller repeats the whole stream).
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.interleave(
         lambda path: tf.data.TFRecordDataset(path, buffer_size=_RECORD_BUFFER_BYTES),
         cycle_length=min(len(files), _MAX_INTERLEAVE),
-        num_parallel_calls=AUTOTUNE if training else None,
+        num_parallel_calls=AUTOTUNE,
         deterministic=True,
     )
     spec = schema.training_feature_spec()
@@ -205,8 +205,6 @@ def tfds_records(name, *, split, data_dir, training, seed, input_context=None):
         # Keep the JPEG bytes: the pipeline decodes each image once, into its crop.
         decoders={"image": tfds.decode.SkipDecoding()},
     )
-    if training:
-        dataset = dataset.repeat()
 
     def parse(example):
         return example["image"], tf.cast(example["label"], tf.int64)
@@ -285,8 +283,9 @@ def build_dataset(
         return tf.cast(label - offset, tf.int32)
 
     if training:
+        # Shuffle within the epoch, then repeat: every epoch sees each example exactly once.
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        dataset = records.enumerate()
+        dataset = records.repeat().enumerate()
 
         def train_example(index, record):
             encoded, label = parse(record)

@@ -1,0 +1,228 @@
+import io
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from pipelines import DatasetStatistics, build_dataset, conversion, schema, synthetic, tfrecord
+
+ZERO_STATS = DatasetStatistics(rgb_mean=(0.0, 0.0, 0.0))
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """Three shards of 5 classes x 7 non-square images, stored with shorter side 73 (64 / 0.875)."""
+    root = tmp_path_factory.mktemp("data")
+    synthetic.write_image_folder(root / "train", num_classes=5, images_per_class=7,
+                                 min_size=60, max_size=120, seed=0)
+    conversion.convert_split(conversion.ConvertConfig(
+        input_dir=str(root / "train"), output_dir=str(root / "shards"), resize_shorter=73,
+        num_shards=3, workers=1, progress=False))
+    return str(root / "shards")
+
+
+def _pattern(data_dir, split="train"):
+    return schema.split_file_pattern(data_dir, split)
+
+
+def _take(dataset, count):
+    return [(x.numpy(), y.numpy()) for x, y in dataset.take(count)]
+
+
+def test_training_batches_shapes_dtypes_and_mean_subtracted(shards):
+    dataset = build_dataset(_pattern(shards), training=True, batch_size=8, image_size=64, seed=0)
+    assert dataset.element_spec[0].shape.as_list() == [8, 64, 64, 3]
+    assert dataset.element_spec[0].dtype == tf.float32
+    assert dataset.element_spec[1].dtype == tf.int32
+    batches = _take(dataset, 6)  # 48 > 35 examples: the stream repeats
+    images = np.stack([b[0] for b in batches])
+    labels = np.concatenate([b[1] for b in batches])
+    assert set(labels) == {0, 1, 2, 3, 4}
+    info = schema.read_dataset_info(shards)
+    # Mean subtracted: the mean of the batches is near 0, not near 127.
+    assert abs(images.mean()) < 20 and images.max() <= 255 - min(info["rgb_mean"]) + 40
+
+
+def test_training_is_random_and_seeded_evaluation_is_deterministic(shards):
+    first = _take(build_dataset(_pattern(shards), training=True, batch_size=5, image_size=64, seed=1), 3)
+    again = _take(build_dataset(_pattern(shards), training=True, batch_size=5, image_size=64, seed=1), 3)
+    other = _take(build_dataset(_pattern(shards), training=True, batch_size=5, image_size=64, seed=2), 3)
+    for (x1, y1), (x2, y2) in zip(first, again):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other))
+    evaluation = build_dataset(_pattern(shards), training=False, batch_size=4, image_size=64)
+    run1, run2 = list(evaluation.as_numpy_iterator()), list(evaluation.as_numpy_iterator())
+    for (x1, y1), (x2, y2) in zip(run1, run2):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+
+
+def test_epochs_see_each_example_once_with_new_augmentation(shards):
+    # 35 examples, batch 5: each window of 7 batches is one epoch of the shuffled stream.
+    dataset = build_dataset(_pattern(shards), training=True, batch_size=5, image_size=64, seed=3,
+                            statistics=ZERO_STATS, lighting_stddev=0.0)
+    labels = np.concatenate([y for _, y in _take(dataset, 14)])
+    np.testing.assert_array_equal(np.bincount(labels[:35]), [7] * 5)
+    np.testing.assert_array_equal(np.bincount(labels[35:]), [7] * 5)
+    assert not np.array_equal(labels[:35], labels[35:])  # reshuffled
+
+
+def test_evaluation_counts_every_example_once(shards):
+    # 35 examples, batch 8: the last batch holds 3, nothing is dropped or repeated.
+    batches = list(build_dataset(_pattern(shards), training=False, batch_size=8, image_size=64)
+                   .as_numpy_iterator())
+    assert [len(y) for _, y in batches] == [8, 8, 8, 8, 3]
+    labels = np.concatenate([y for _, y in batches])
+    np.testing.assert_array_equal(np.bincount(labels), [7] * 5)
+    images = np.concatenate([x for x, _ in batches])
+    assert len({img.tobytes() for img in images}) == 35
+
+
+def test_ten_crop_evaluation(shards):
+    batches = list(build_dataset(_pattern(shards), training=False, batch_size=4, image_size=64,
+                                 crops=10, statistics=ZERO_STATS).as_numpy_iterator())
+    images, labels = batches[0]
+    assert images.shape == (4, 10, 64, 64, 3) and labels.shape == (4,)
+    assert sum(len(y) for _, y in batches) == 35
+    # Crops 5..9 mirror crops 0..4.
+    np.testing.assert_array_equal(images[:, 5:], images[:, :5, :, ::-1])
+
+
+def _write_records(path, images_and_labels, fmt="JPEG"):
+    with tfrecord.TFRecordWriter(str(path)) as writer:
+        for pixels, label in images_and_labels:
+            if isinstance(pixels, bytes):
+                encoded = pixels
+            else:
+                buffer = io.BytesIO()
+                Image.fromarray(pixels).save(buffer, format=fmt, **({"quality": 100} if fmt == "JPEG" else {}))
+                encoded = buffer.getvalue()
+            writer.write(schema.make_example(encoded=encoded, height=1, width=1, label=label,
+                                             synset="s", text="", filename="f"))
+
+
+def test_training_crop_stays_inside_the_central_square(tmp_path):
+    # 64 x 128 (stored shorter side 64): central square = columns 32..95 in green, the rest red.
+    pixels = np.zeros((64, 128, 3), np.uint8)
+    pixels[..., 0] = 255
+    pixels[:, 32:96] = (0, 255, 0)
+    _write_records(tmp_path / "train-00000-of-00001", [(pixels, 0)], fmt="PNG")
+    dataset = build_dataset(str(tmp_path / "train-*"), training=True, batch_size=16, image_size=56,
+                            seed=0, statistics=ZERO_STATS, lighting_stddev=0.0)
+    for images, _ in _take(dataset, 4):
+        assert images.shape == (16, 56, 56, 3)
+        np.testing.assert_array_equal(images[..., 0], 0.0)  # no red column ever
+        np.testing.assert_array_equal(images[..., 1], 255.0)
+
+
+def test_label_offset_for_tensorflow_imagenet_records(tmp_path):
+    # The TensorFlow ImageNet tools write labels 1..1000 (0 = background).
+    pixels = np.full((40, 50, 3), 128, np.uint8)
+    _write_records(tmp_path / "validation-00000-of-00001", [(pixels, 1), (pixels, 1000)])
+    pattern = str(tmp_path / "validation-*")
+    labels = np.concatenate([y for _, y in build_dataset(
+        pattern, training=False, batch_size=2, image_size=64, label_offset=1).as_numpy_iterator()])
+    np.testing.assert_array_equal(labels, [0, 999])
+    labels = np.concatenate([y for _, y in build_dataset(
+        pattern, training=False, batch_size=2, image_size=64).as_numpy_iterator()])
+    np.testing.assert_array_equal(labels, [1, 1000])
+
+
+def test_non_jpeg_and_corrupt_bytes_in_a_foreign_shard(tmp_path):
+    pixels = np.full((40, 50, 3), 100, np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, format="PNG")
+    _write_records(tmp_path / "train-00000-of-00001",
+                   [(pixels, 0), (png.getvalue(), 1), (b"\xff\xd8 not really a jpeg", 2)])
+    pattern = str(tmp_path / "train-*")
+    # Evaluation: the PNG falls back to the general decoder.
+    evaluation = build_dataset(str(tmp_path / "train-0000[0]-*"), training=False, batch_size=3,
+                               image_size=64, statistics=ZERO_STATS)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        list(evaluation.as_numpy_iterator())  # the corrupt one is an error in evaluation
+    # Training: JPEG and PNG both decode; the corrupt record is skipped with a warning.
+    training = build_dataset(pattern, training=True, batch_size=4, image_size=64, seed=0,
+                             statistics=ZERO_STATS, lighting_stddev=0.0, shuffle_buffer=1)
+    images, labels = next(iter(training))
+    assert set(labels.numpy()) == {0, 1}
+    np.testing.assert_allclose(images.numpy(), 100.0, atol=2.0)
+
+
+def test_per_replica_batches_under_mirrored_strategy(shards):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    dataset = strategy.distribute_datasets_from_function(
+        lambda context: build_dataset(_pattern(shards), training=True, batch_size=8, image_size=64,
+                                      seed=0, input_context=context))
+    images, labels = next(iter(dataset))
+    per_replica = strategy.experimental_local_results(images)
+    assert [x.shape for x in per_replica] == [(4, 64, 64, 3), (4, 64, 64, 3)]
+    assert [y.shape for y in strategy.experimental_local_results(labels)] == [(4,), (4,)]
+
+
+def test_workers_shard_by_file_and_too_few_files_is_clear(shards):
+    too_many = tf.distribute.InputContext(num_input_pipelines=4, input_pipeline_id=0, num_replicas_in_sync=4)
+    with pytest.raises(ValueError, match="4 workers read 3 files"):
+        build_dataset(_pattern(shards), training=True, batch_size=8, image_size=64, input_context=too_many)
+    seen = []
+    for worker in range(3):
+        context = tf.distribute.InputContext(num_input_pipelines=3, input_pipeline_id=worker,
+                                             num_replicas_in_sync=3)
+        batches = build_dataset(_pattern(shards), training=False, batch_size=6, image_size=64,
+                                input_context=context)
+        seen.extend(img.tobytes() for x, _ in batches.as_numpy_iterator() for img in x)
+    assert len(seen) == len(set(seen)) == 35  # disjoint files, together everything
+
+
+def test_no_files_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="No files match.*pipelines.convert"):
+        build_dataset(str(tmp_path / "train-*"), training=True, batch_size=2)
+
+
+def test_training_iterator_checkpoint_resumes_exactly(shards, tmp_path):
+    dataset = build_dataset(_pattern(shards), training=True, batch_size=5, image_size=64, seed=4)
+    iterator = iter(dataset)
+    for _ in range(3):
+        next(iterator)
+    checkpoint = tf.train.Checkpoint(iterator=iterator)
+    path = checkpoint.write(str(tmp_path / "input"))
+    expected = [next(iterator)[0].numpy() for _ in range(4)]
+    resumed = iter(build_dataset(_pattern(shards), training=True, batch_size=5, image_size=64, seed=4))
+    tf.train.Checkpoint(iterator=resumed).read(path).assert_consumed()
+    for batch in expected:
+        np.testing.assert_array_equal(next(resumed)[0].numpy(), batch)
+
+
+def test_tfds_source_on_a_tiny_local_dataset(tmp_path):
+    import tensorflow_datasets as tfds
+
+    class TinyImages(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(encoding_format="jpeg"),
+                "label": tfds.features.ClassLabel(num_classes=3)}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(9), "validation": self._generate_examples(4)}
+
+        def _generate_examples(self, count):
+            rng = np.random.default_rng(count)
+            for i in range(count):
+                yield i, {"image": rng.integers(0, 255, (50 + i, 70, 3), dtype=np.uint8), "label": i % 3}
+
+    TinyImages(data_dir=str(tmp_path)).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    training = build_dataset(str(tmp_path), tfds_name="tiny_images", training=True, batch_size=4,
+                             image_size=64, seed=0)
+    images, labels = next(iter(training))
+    assert images.shape == (4, 64, 64, 3) and images.dtype == tf.float32
+    assert set(labels.numpy()) <= {0, 1, 2}
+    evaluation = build_dataset(str(tmp_path), tfds_name="tiny_images", training=False, batch_size=3,
+                               image_size=64)
+    labels = np.concatenate([y for _, y in evaluation.as_numpy_iterator()])
+    np.testing.assert_array_equal(np.sort(labels), [0, 0, 1, 2])
