@@ -12,3 +12,25 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """Converted shards of 5 generated classes: 35 training and 15 validation images, stored
+    with shorter side 73 (= 64 / 0.875, so 64-px crops need no resize)."""
+    from pipelines import conversion, synthetic
+
+    root = tmp_path_factory.mktemp("tiny_dataset")
+    synthetic.write_image_folder(root / "train", num_classes=5, images_per_class=7,
+                                 min_size=60, max_size=120, seed=0)
+    synthetic.write_image_folder(root / "val", num_classes=5, images_per_class=3, min_size=60,
+                                 max_size=120, seed=1, flat_with_labels=str(root / "val_labels.txt"))
+    for split, extra in (("train", {}), ("validation", {"labels_file": str(root / "val_labels.txt")})):
+        conversion.convert_split(conversion.ConvertConfig(
+            input_dir=str(root / ("train" if split == "train" else "val")), output_dir=str(root / "shards"),
+            split=split, resize_shorter=73, num_shards=3 if split == "train" else 1, workers=1,
+            progress=False, **extra))
+    return str(root / "shards")

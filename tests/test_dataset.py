@@ -11,16 +11,9 @@ from pipelines import DatasetStatistics, build_dataset, conversion, schema, synt
 ZERO_STATS = DatasetStatistics(rgb_mean=(0.0, 0.0, 0.0))
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    """Three shards of 5 classes x 7 non-square images, stored with shorter side 73 (64 / 0.875)."""
-    root = tmp_path_factory.mktemp("data")
-    synthetic.write_image_folder(root / "train", num_classes=5, images_per_class=7,
-                                 min_size=60, max_size=120, seed=0)
-    conversion.convert_split(conversion.ConvertConfig(
-        input_dir=str(root / "train"), output_dir=str(root / "shards"), resize_shorter=73,
-        num_shards=3, workers=1, progress=False))
-    return str(root / "shards")
+@pytest.fixture
+def shards(tiny_dataset):
+    return tiny_dataset
 
 
 def _pattern(data_dir, split="train"):

@@ -1,0 +1,95 @@
+"""Choosing the tf.distribute strategy, and which process may write to the run directory."""
+
+import json
+import logging
+import os
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+
+logger = logging.getLogger(__name__)
+
+
+def split_cpu(num_virtual_cpus):
+    """Splits the CPU into logical devices (before TensorFlow initialises its devices).
+
+    Lets MirroredStrategy run over several replicas on a CPU-only machine, as TensorFlow's
+    own tests do.
+    """
+    if num_virtual_cpus <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(num_virtual_cpus)])
+    except RuntimeError as error:
+        current = len(tf.config.list_logical_devices("CPU"))
+        if current != num_virtual_cpus:
+            raise RuntimeError(
+                f"Cannot split the CPU into {num_virtual_cpus} devices: TensorFlow already "
+                f"initialised {current} ({error}).") from error
+
+
+def cluster_workers():
+    """Number of workers TF_CONFIG names (1 without TF_CONFIG)."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    cluster = config.get("cluster", {})
+    return sum(len(cluster.get(kind, [])) for kind in ("chief", "worker")) or 1
+
+
+def create_strategy(name="auto", *, num_virtual_cpus=0, tpu_address=""):
+    """A tf.distribute strategy by name.
+
+    auto: MultiWorkerMirroredStrategy when TF_CONFIG names several workers; else
+    MirroredStrategy over every GPU when there are any (or over the virtual CPUs when
+    `num_virtual_cpus` > 1); else the default strategy.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"Expected strategy to be one of {STRATEGIES}. Received: {name!r}")
+    split_cpu(num_virtual_cpus)
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        if cluster_workers() > 1:
+            name = "multi_worker"
+        elif gpus or num_virtual_cpus > 1:
+            name = "mirrored"
+        else:
+            name = "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker":
+        # NCCL between GPUs where there are GPUs (correct by construction; ring elsewhere).
+        implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus
+                          else tf.distribute.experimental.CommunicationImplementation.AUTO)
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(
+                implementation=implementation))
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def describe(strategy):
+    """One line: strategy, replicas and workers."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    workers = cluster_workers() if resolver is not None else 1
+    return (f"strategy {type(strategy).__name__}, {strategy.num_replicas_in_sync} replicas, "
+            f"{workers} worker(s)")
+
+
+def is_chief(strategy):
+    """Whether this process writes checkpoints, logs and exports (the chief, or worker 0)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in (resolver.cluster_spec().as_dict() or {})
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief

@@ -1,0 +1,242 @@
+r"""Trains AlexNet: `python -m alexnet_tf.train --flagfile=flags/alexnet_imagenet.flags`.
+
+    # The embedded default: generates, converts, trains and evaluates a small dataset.
+    python -m alexnet_tf.train --flagfile=flags/quickstart.flags
+    # The paper's recipe on converted ImageNet shards:
+    python -m alexnet_tf.train --flagfile=flags/alexnet_imagenet.flags \
+        --data_dir=data/imagenet --model_dir=runs/alexnet
+
+Later flags override the flagfile's. Rerunning the same command resumes the run in
+--model_dir. Flags are defined here only; the library (`alexnet_tf.training`) takes a
+`TrainConfig`.
+"""
+
+import json
+import logging as std_logging
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+FLAGS = flags.FLAGS
+
+# Data.
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Shards and dataset_info.json from pipelines.convert.")
+_TRAIN_FILES = flags.DEFINE_string("train_files", None, "Glob of training shards (instead of --data_dir).")
+_EVAL_FILES = flags.DEFINE_string("eval_files", None, "Glob of validation shards.")
+_TFDS_NAME = flags.DEFINE_string("tfds_name", None, "A prepared TFDS dataset, e.g. imagenet2012.")
+_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir holding --tfds_name.")
+_SYNTHETIC = flags.DEFINE_bool("synthetic", False, "In-memory random data, for throughput runs.")
+_GENERATE_DATA = flags.DEFINE_string(
+    "generate_data", None,
+    "Without any data flag: generate a small procedural dataset into this folder once "
+    "(reused on later runs), convert it, and train on it.")
+_GENERATE_CLASSES = flags.DEFINE_integer("generate_classes", 10, "Classes of --generate_data.", lower_bound=2)
+_GENERATE_TRAIN_IMAGES = flags.DEFINE_integer(
+    "generate_train_images", 60, "Training images per class of --generate_data.", lower_bound=1)
+_GENERATE_EVAL_IMAGES = flags.DEFINE_integer(
+    "generate_eval_images", 20, "Validation images per class of --generate_data.", lower_bound=1)
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Run directory: checkpoints, backup, logs, flags.txt.")
+
+# Model.
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", 0, "Classes; 0: from dataset_info.json.", lower_bound=0)
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input side (the paper: 224; >= 64).", lower_bound=64)
+_GROUPS = flags.DEFINE_integer("groups", 2, "2: the paper's two-GPU connectivity; 1: none.", lower_bound=1)
+_LRN = flags.DEFINE_bool("lrn", True, "Local response normalisation after conv1 and conv2.")
+_DROPOUT = flags.DEFINE_float("dropout", 0.5, "Dropout after fc6 and fc7.", lower_bound=0.0, upper_bound=0.99)
+_INIT = flags.DEFINE_enum("init", "paper", ["paper", "he"], "paper: N(0, 0.01) and unit biases; he: He normal.")
+_CONV_FILTERS = flags.DEFINE_list("conv_filters", ["96", "256", "384", "384", "256"], "Kernels of conv1..conv5.")
+_FC_UNITS = flags.DEFINE_integer("fc_units", 4096, "Width of fc6 and fc7.", lower_bound=1)
+
+# The paper's recipe.
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Global batch (split across replicas).", lower_bound=1)
+_EPOCHS = flags.DEFINE_integer("epochs", 90, "Maximum epochs.", lower_bound=1)
+_STEPS_PER_EPOCH = flags.DEFINE_integer("steps_per_epoch", 0, "0: training examples // batch.", lower_bound=0)
+_EVAL_STEPS = flags.DEFINE_integer("eval_steps", 0, "0: the whole validation split.", lower_bound=0)
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.01, "Starting learning rate.", lower_bound=0.0)
+_MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0.0, upper_bound=1.0)
+_WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 5e-4, "The paper's weight decay (L2 through momentum).", lower_bound=0.0)
+_PLATEAU_FACTOR = flags.DEFINE_float("plateau_factor", 0.1, "Learning-rate multiplier on a plateau.", lower_bound=0.0, upper_bound=1.0)
+_PLATEAU_PATIENCE = flags.DEFINE_integer("plateau_patience", 1, "Epochs without improvement before a reduction.", lower_bound=1)
+_PLATEAU_MIN_DELTA = flags.DEFINE_float("plateau_min_delta", 0.0, "Smallest top-1 error improvement that counts.", lower_bound=0.0)
+_PLATEAU_COOLDOWN = flags.DEFINE_integer("plateau_cooldown", 0, "Epochs after a reduction without another.", lower_bound=0)
+_MAX_LR_REDUCTIONS = flags.DEFINE_integer("max_lr_reductions", 3, "Reductions before training stops (the paper: 3).", lower_bound=0)
+
+# Machinery.
+_STRATEGY = flags.DEFINE_enum("strategy", "auto", ["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"],
+                              "auto: MultiWorker with a TF_CONFIG cluster, Mirrored over GPUs, else default.")
+_NUM_VIRTUAL_CPUS = flags.DEFINE_integer("num_virtual_cpus", 0, "Split the CPU into this many devices (>1: mirrored on CPU).", lower_bound=0)
+_MIXED_PRECISION = flags.DEFINE_enum("mixed_precision", "none", ["none", "float16", "bfloat16"], "Keras mixed-precision policy.")
+_JIT_COMPILE = flags.DEFINE_bool("jit_compile", False, "Compile the replica step with XLA (off: 1.3x slower on CPU).")
+_STEPS_PER_EXECUTION = flags.DEFINE_integer("steps_per_execution", 1, "Steps per tf.function call.", lower_bound=1)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of initial weights, data order and augmentation.")
+_SHUFFLE_BUFFER = flags.DEFINE_integer("shuffle_buffer", 10_000, "Examples in the shuffle buffer.", lower_bound=1)
+_KEEP_CHECKPOINTS = flags.DEFINE_integer("keep_checkpoints", 3, "Epoch checkpoints kept.", lower_bound=1)
+_BACKUP_EVERY_STEPS = flags.DEFINE_integer("backup_every_steps", 100, "Steps between restart backups.", lower_bound=1)
+_LOG_EVERY_STEPS = flags.DEFINE_integer("log_every_steps", 50, "Steps between progress lines.", lower_bound=1)
+
+
+
+@flags.validator("conv_filters", "Expected 5 positive integers (conv1..conv5), e.g. 96,256,384,384,256.")
+def _check_conv_filters(value):
+    return len(value) == 5 and all(v.isdigit() and int(v) > 0 for v in value)
+
+
+@flags.multi_flags_validator(
+    ["eval_files", "train_files"], "--eval_files needs --train_files (or use --data_dir).")
+def _check_eval_files(values):
+    return not values["eval_files"] or values["train_files"]
+
+
+def _validate():
+    """Checks that need several flags; raises app.UsageError naming the flag and value."""
+    if not _MODEL_DIR.value:
+        raise app.UsageError("--model_dir is required (the run directory).")
+    sources = [name for name, value in (("--data_dir", _DATA_DIR.value), ("--train_files", _TRAIN_FILES.value),
+                                        ("--tfds_name", _TFDS_NAME.value), ("--synthetic", _SYNTHETIC.value)) if value]
+    if len(sources) > 1:
+        raise app.UsageError(f"Pass one data source; received {' and '.join(sources)}.")
+    if not sources and not _GENERATE_DATA.value:
+        raise app.UsageError(
+            "No data: pass --data_dir (shards from pipelines.convert), --train_files, "
+            "--tfds_name, --synthetic, or --generate_data=DIR for a generated dataset.")
+    if _DATA_DIR.value and not os.path.isdir(_DATA_DIR.value):
+        raise app.UsageError(f"--data_dir={_DATA_DIR.value} is not a folder.")
+    if _TFDS_NAME.value and not _TFDS_DATA_DIR.value:
+        raise app.UsageError("--tfds_name needs --tfds_data_dir (no downloads happen here).")
+    if _SYNTHETIC.value and not _NUM_CLASSES.value:
+        raise app.UsageError("--synthetic needs --num_classes (e.g. 1000).")
+
+
+def _module_flags():
+    return [flag for flag in FLAGS.get_flags_for_module(sys.modules[__name__])]
+
+
+def resolved_flags_text():
+    """This module's flags as a flagfile (every value, explicit or default)."""
+    lines = ["# Resolved flags of this run: rerun with --flagfile=THIS_FILE."]
+    for flag in sorted(_module_flags(), key=lambda f: f.name):
+        if flag.value is None:
+            continue
+        lines.append(flag.serialize())
+    return "\n".join(lines) + "\n"
+
+
+def _is_chief_process():
+    """The chief writes the run directory; TF_CONFIG says who that is (no TF_CONFIG: us)."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = config.get("task") or {}
+    if not task or task.get("type") == "chief":
+        return True
+    return task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in config.get("cluster", {})
+
+
+def _save_flags(model_dir):
+    os.makedirs(model_dir, exist_ok=True)
+    path = os.path.join(model_dir, "flags.txt")
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    with open(tmp_path, "w", encoding="utf-8") as f:
+        f.write(resolved_flags_text())
+    os.replace(tmp_path, path)
+
+
+def _generated_data_dir(root):
+    """Generates and converts the quickstart dataset into `root` once; returns its shards folder."""
+    from pipelines import conversion, schema, synthetic
+
+    shards = os.path.join(root, "shards")
+    info = schema.read_dataset_info(shards) or {}
+    if {"train", "validation"} <= set(info.get("splits", {})):
+        logging.info("Reusing the generated dataset in %s", shards)
+        return shards
+    # Stored shorter side = image_size / (224/256), so the paper's crops need no resize.
+    resize_shorter = round(_IMAGE_SIZE.value * 256 / 224)
+    images = os.path.join(root, "images")
+    logging.info("Generating %d classes x (%d + %d) images into %s", _GENERATE_CLASSES.value,
+                 _GENERATE_TRAIN_IMAGES.value, _GENERATE_EVAL_IMAGES.value, images)
+    size = dict(min_size=resize_shorter, max_size=round(resize_shorter * 1.5))
+    synthetic.write_image_folder(os.path.join(images, "train"), num_classes=_GENERATE_CLASSES.value,
+                                 images_per_class=_GENERATE_TRAIN_IMAGES.value, seed=1, **size)
+    synthetic.write_image_folder(os.path.join(images, "validation"), num_classes=_GENERATE_CLASSES.value,
+                                 images_per_class=_GENERATE_EVAL_IMAGES.value, seed=2,
+                                 flat_with_labels=os.path.join(images, "validation_labels.txt"), **size)
+    for split, extra in (("train", {}),
+                         ("validation", {"labels_file": os.path.join(images, "validation_labels.txt")})):
+        summary = conversion.convert_split(conversion.ConvertConfig(
+            input_dir=os.path.join(images, split), output_dir=shards, split=split,
+            resize_shorter=resize_shorter, progress=False, **extra))
+        logging.info("Converted %s: %d examples in %d shards", split, summary.num_examples, summary.num_shards)
+    return shards
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    _validate()
+    # TensorFlow's own INFO lines (e.g. one per checkpoint shard) drown the progress lines.
+    std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
+    data_dir = _DATA_DIR.value
+    if not any([data_dir, _TRAIN_FILES.value, _TFDS_NAME.value, _SYNTHETIC.value]):
+        data_dir = _generated_data_dir(_GENERATE_DATA.value)
+
+    from alexnet_tf import training
+
+    config = training.TrainConfig(
+        model_dir=_MODEL_DIR.value,
+        data_dir=data_dir,
+        train_files=_TRAIN_FILES.value,
+        eval_files=_EVAL_FILES.value,
+        tfds_name=_TFDS_NAME.value,
+        tfds_data_dir=_TFDS_DATA_DIR.value,
+        synthetic=_SYNTHETIC.value,
+        num_classes=_NUM_CLASSES.value,
+        image_size=_IMAGE_SIZE.value,
+        batch_size=_BATCH_SIZE.value,
+        epochs=_EPOCHS.value,
+        steps_per_epoch=_STEPS_PER_EPOCH.value,
+        eval_steps=_EVAL_STEPS.value,
+        learning_rate=_LEARNING_RATE.value,
+        momentum=_MOMENTUM.value,
+        weight_decay=_WEIGHT_DECAY.value,
+        dropout=_DROPOUT.value,
+        groups=_GROUPS.value,
+        lrn=_LRN.value,
+        init=_INIT.value,
+        conv_filters=tuple(int(v) for v in _CONV_FILTERS.value),
+        fc_units=_FC_UNITS.value,
+        plateau_factor=_PLATEAU_FACTOR.value,
+        plateau_patience=_PLATEAU_PATIENCE.value,
+        plateau_min_delta=_PLATEAU_MIN_DELTA.value,
+        plateau_cooldown=_PLATEAU_COOLDOWN.value,
+        max_lr_reductions=_MAX_LR_REDUCTIONS.value,
+        strategy=_STRATEGY.value,
+        num_virtual_cpus=_NUM_VIRTUAL_CPUS.value,
+        mixed_precision=_MIXED_PRECISION.value,
+        jit_compile=_JIT_COMPILE.value,
+        steps_per_execution=_STEPS_PER_EXECUTION.value,
+        seed=_SEED.value,
+        shuffle_buffer=_SHUFFLE_BUFFER.value,
+        keep_checkpoints=_KEEP_CHECKPOINTS.value,
+        backup_every_steps=_BACKUP_EVERY_STEPS.value,
+        log_every_steps=_LOG_EVERY_STEPS.value,
+    )
+    if _is_chief_process():
+        _save_flags(config.model_dir)
+    try:
+        result = training.train(config)
+    except training.TrainingError as error:
+        logging.error("%s", error)
+        return 1
+    if result.preempted:
+        return 143  # 128 + SIGTERM: the state is saved; rerun to resume
+    return 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
