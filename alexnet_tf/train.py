@@ -76,6 +76,7 @@ _SHUFFLE_BUFFER = flags.DEFINE_integer("shuffle_buffer", 10_000, "Examples in th
 _KEEP_CHECKPOINTS = flags.DEFINE_integer("keep_checkpoints", 3, "Epoch checkpoints kept.", lower_bound=1)
 _BACKUP_EVERY_STEPS = flags.DEFINE_integer("backup_every_steps", 100, "Steps between restart backups.", lower_bound=1)
 _LOG_EVERY_STEPS = flags.DEFINE_integer("log_every_steps", 50, "Steps between progress lines.", lower_bound=1)
+_EXPORT = flags.DEFINE_bool("export", True, "Export a SavedModel to model_dir/export/<version> at the end.")
 
 
 
@@ -221,6 +222,7 @@ def main(argv):
         keep_checkpoints=_KEEP_CHECKPOINTS.value,
         backup_every_steps=_BACKUP_EVERY_STEPS.value,
         log_every_steps=_LOG_EVERY_STEPS.value,
+        export_at_end=_EXPORT.value,
     )
     if _is_chief_process():
         _save_flags(config.model_dir)

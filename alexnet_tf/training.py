@@ -26,17 +26,19 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from alexnet_tf import evaluation, runs
 from alexnet_tf import strategy as strategies
 from alexnet_tf.model import build_alexnet
 from alexnet_tf.plateau import PlateauSchedule
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS_DIR = "checkpoints"
-BACKUP_DIR = "backup"
+CHECKPOINTS_DIR = runs.CHECKPOINTS_DIR
+BACKUP_DIR = runs.BACKUP_DIR
 LOGS_DIR = "logs"
 FLAGS_FILE = "flags.txt"
 RESULTS_FILE = "train_results.json"
+EXPORT_DIR = "export"
 
 
 class TrainingError(Exception):
@@ -90,6 +92,7 @@ class TrainConfig:
     backup_every_steps: int = 100
     log_every_steps: int = 50
     evaluate_at_end: bool = True
+    export_at_end: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +102,7 @@ class TrainResult:
     stopped_by_plateau: bool
     preempted: bool
     final_metrics: dict
+    export_path: str | None = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -281,17 +285,15 @@ def _make_steps(*, model, optimizer, strategy, config, num_classes):
         return _sums(per_example, logits, labels, top_k)
 
     def replica_eval_step(images, labels):
-        if images.shape.rank == 5:  # [B, 10, S, S, 3]: average the softmax over the crops
-            crops = tf.shape(images)[1]
-            flat = tf.reshape(images, tf.concat([[-1], tf.shape(images)[2:]], 0))
-            probabilities = tf.nn.softmax(tf.cast(model(flat, training=False), tf.float32))
-            probabilities = tf.reduce_mean(
-                tf.reshape(probabilities, [-1, crops, num_classes]), axis=1)
-            logits = tf.math.log(probabilities + 1e-12)
-        else:
-            logits = tf.cast(model(images, training=False), tf.float32)
-        per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-        return _sums(per_example, logits, labels, top_k)
+        # An empty final batch on a replica skips the model (see evaluation.evaluate).
+        return tf.cond(tf.shape(images)[0] > 0, lambda: replica_eval_sums(images, labels),
+                       lambda: tf.zeros([4], tf.float64))
+
+    def replica_eval_sums(images, labels):
+        probabilities = evaluation.class_probabilities(model, images)
+        log_probabilities = tf.math.log(probabilities + 1e-12)
+        per_example = keras.losses.sparse_categorical_crossentropy(labels, log_probabilities, from_logits=True)
+        return _sums(per_example, log_probabilities, labels, top_k)
 
     num_workers, _ = _worker_position(strategy)
     local_replicas = strategy.num_replicas_in_sync // num_workers
@@ -428,12 +430,17 @@ def _set_precision(mixed_precision):
     keras.mixed_precision.set_global_policy(policy)
 
 
+def _build_kwargs(config, num_classes):
+    return dict(num_classes=num_classes, image_size=config.image_size, groups=config.groups,
+                dropout=config.dropout, lrn=config.lrn, weight_decay=config.weight_decay,
+                init=config.init, conv_filters=list(config.conv_filters), fc_units=config.fc_units)
+
+
 def _build(config, strategy, num_classes):
     with strategy.scope():
-        model = build_alexnet(
-            num_classes, image_size=config.image_size, groups=config.groups, dropout=config.dropout,
-            lrn=config.lrn, weight_decay=config.weight_decay, init=config.init,
-            conv_filters=tuple(config.conv_filters), fc_units=config.fc_units, seed=config.seed)
+        kwargs = _build_kwargs(config, num_classes)
+        kwargs["conv_filters"] = tuple(kwargs["conv_filters"])
+        model = build_alexnet(**kwargs, seed=config.seed)
         optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=config.momentum)
         if config.mixed_precision == "float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -490,6 +497,9 @@ def _train(config, on_epoch_end):
         num_replicas_in_sync=num_workers)))
     write_dir, scratch = _write_dir(config.model_dir, strategy)
     chief = scratch is None
+    if chief:
+        runs.write_model_spec(config.model_dir, build_kwargs=_build_kwargs(config, data.num_classes),
+                              class_names=data.class_names, statistics=data.statistics)
     state = _TrainingState(model=model, optimizer=optimizer, iterator=iterator, plateau=plateau,
                            write_dir=write_dir, model_dir=config.model_dir, keep=config.keep_checkpoints)
     restored = state.restore_newest()
@@ -537,9 +547,18 @@ def _train(config, on_epoch_end):
         print(f"Final validation: top-1 error {final['top1_error']:.4f} (accuracy "
               f"{1 - final['top1_error']:.4f}), top-5 error {final['top5_error']:.4f} "
               f"over {final['num_examples']} images")
+    export_path = None
     if chief:
         _write_results(config.model_dir, epoch, state, plateau, final)
-    return TrainResult(epoch, int(state.step.numpy()), bool(plateau.stopped.numpy()), False, final)
+        if config.export_at_end:
+            from alexnet_tf import exporting
+
+            export_path = exporting.export_model(
+                model, export_dir=os.path.join(config.model_dir, EXPORT_DIR),
+                class_names=data.class_names, statistics=data.statistics, image_size=config.image_size)
+            print(f"Exported the SavedModel to {export_path}")
+    return TrainResult(epoch, int(state.step.numpy()), bool(plateau.stopped.numpy()), False, final,
+                       export_path)
 
 
 def _summary_writers(write_dir):

@@ -34,3 +34,15 @@ def tiny_dataset(tmp_path_factory):
             split=split, resize_shorter=73, num_shards=3 if split == "train" else 1, workers=1,
             progress=False, **extra))
     return str(root / "shards")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_dataset, tmp_path_factory):
+    """A finished tiny training run (with its export) on `tiny_dataset`."""
+    from alexnet_tf import training
+
+    model_dir = str(tmp_path_factory.mktemp("trained_run") / "run")
+    training.train(training.TrainConfig(
+        model_dir=model_dir, data_dir=tiny_dataset, image_size=64, conv_filters=(8, 8, 16, 16, 8),
+        fc_units=32, init="he", learning_rate=0.001, batch_size=5, epochs=2, steps_per_epoch=3))
+    return model_dir

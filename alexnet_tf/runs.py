@@ -1,0 +1,70 @@
+"""What a run directory holds beyond checkpoints: how to rebuild its model and its data facts.
+
+Training writes `model_spec.json` (the `build_alexnet` arguments, class names and the
+training mean); evaluation, export and prediction rebuild the same network from it and
+restore a checkpoint into it.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+from alexnet_tf.model import build_alexnet
+
+MODEL_SPEC_FILE = "model_spec.json"
+CHECKPOINTS_DIR = "checkpoints"
+BACKUP_DIR = "backup"
+
+
+def write_model_spec(model_dir, *, build_kwargs, class_names, statistics):
+    from pipelines import schema
+
+    os.makedirs(model_dir, exist_ok=True)
+    schema.write_json_atomically(os.path.join(model_dir, MODEL_SPEC_FILE), {
+        "build_alexnet": build_kwargs,
+        "class_names": list(class_names),
+        "rgb_mean": list(statistics.rgb_mean),
+        "rgb_eigval": list(statistics.rgb_eigval),
+        "rgb_eigvec": [list(row) for row in statistics.rgb_eigvec],
+        "label_offset": statistics.label_offset,
+    })
+
+
+def read_model_spec(model_dir):
+    path = os.path.join(model_dir, MODEL_SPEC_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} is missing: --model_dir must be a run directory written by alexnet_tf.train.")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def statistics_of(spec):
+    from pipelines.dataset import DatasetStatistics
+
+    return DatasetStatistics(rgb_mean=tuple(spec["rgb_mean"]), rgb_eigval=tuple(spec["rgb_eigval"]),
+                             rgb_eigvec=tuple(map(tuple, spec["rgb_eigvec"])),
+                             label_offset=spec.get("label_offset", 0),
+                             num_classes=spec["build_alexnet"]["num_classes"],
+                             class_names=tuple(spec["class_names"]))
+
+
+def latest_checkpoint(model_dir):
+    """The newest epoch checkpoint, else the newest backup; error if there is none."""
+    for folder in (CHECKPOINTS_DIR, BACKUP_DIR):
+        path = tf.train.latest_checkpoint(os.path.join(model_dir, folder))
+        if path:
+            return path
+    raise FileNotFoundError(f"No checkpoint in {model_dir}/{CHECKPOINTS_DIR} or /{BACKUP_DIR}.")
+
+
+def load_model(model_dir, checkpoint=None):
+    """(model with restored weights, model spec, checkpoint path) of a run directory."""
+    spec = read_model_spec(model_dir)
+    kwargs = dict(spec["build_alexnet"])
+    kwargs["conv_filters"] = tuple(kwargs["conv_filters"])
+    model = build_alexnet(**kwargs)
+    path = checkpoint or latest_checkpoint(model_dir)
+    tf.train.Checkpoint(model=model).read(path).expect_partial()
+    return model, spec, path
