@@ -62,18 +62,6 @@ def bare_dataset(file_pattern, *, batch_size, image_size):
         batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def _generate_shards(root, num_images):
-    from pipelines import conversion, synthetic
-
-    images = os.path.join(root, "images")
-    synthetic.write_image_folder(images, num_classes=10, images_per_class=max(1, num_images // 10),
-                                 min_size=333, max_size=500, seed=0)
-    output = os.path.join(root, "shards")
-    conversion.convert_split(conversion.ConvertConfig(
-        input_dir=images, output_dir=output, num_shards=8, progress=False))
-    return os.path.join(output, "train-*")
-
-
 def main(argv):
     del argv
     from pipelines import dataset as datasets
@@ -82,7 +70,9 @@ def main(argv):
     file_pattern = _FILE_PATTERN.value
     if file_pattern is None:
         scratch = tempfile.mkdtemp(prefix="input_benchmark_")
-        file_pattern = _generate_shards(scratch, _NUM_IMAGES.value)
+        from pipelines import synthetic
+
+        file_pattern = synthetic.write_converted_dataset(scratch, num_images=_NUM_IMAGES.value)
     try:
         kwargs = dict(batch_size=_BATCH_SIZE.value, num_batches=_NUM_BATCHES.value,
                       warmup_batches=_WARMUP_BATCHES.value)

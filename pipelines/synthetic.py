@@ -78,3 +78,21 @@ def write_image_folder(root, *, num_classes, images_per_class, min_size=48, max_
         with open(flat_with_labels, "w", encoding="utf-8") as f:
             f.writelines(label_lines)
     return ids
+
+
+def write_converted_dataset(root, *, num_images, num_classes=10, min_size=333, max_size=500,
+                            num_shards=8, seed=0):
+    """ImageNet-sized generated JPEGs (about 500x375 by default) converted into shards.
+
+    Returns the training shards' file pattern (for the benchmarks).
+    """
+    from pipelines import conversion, schema
+
+    images = os.path.join(root, "images")
+    write_image_folder(images, num_classes=num_classes,
+                       images_per_class=max(1, num_images // num_classes),
+                       min_size=min_size, max_size=max_size, seed=seed)
+    output = os.path.join(root, "shards")
+    conversion.convert_split(conversion.ConvertConfig(
+        input_dir=images, output_dir=output, num_shards=num_shards, progress=False))
+    return schema.split_file_pattern(output, schema.TRAIN_SPLIT)
