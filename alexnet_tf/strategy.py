@@ -8,6 +8,10 @@ import tensorflow as tf
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 
+# A collective that waits longer than this fails, so a dead worker stops the others
+# instead of hanging them. Generous: a step of the paper's model on a slow CPU is seconds.
+COLLECTIVE_TIMEOUT_SECONDS = 60.0
+
 logger = logging.getLogger(__name__)
 
 
@@ -48,7 +52,9 @@ def create_strategy(name="auto", *, num_virtual_cpus=0, tpu_address=""):
     if name not in STRATEGIES:
         raise ValueError(f"Expected strategy to be one of {STRATEGIES}. Received: {name!r}")
     split_cpu(num_virtual_cpus)
-    gpus = tf.config.list_logical_devices("GPU")
+    # Physical, not logical, devices: listing logical ones starts the runtime, after which
+    # MultiWorkerMirroredStrategy can no longer configure its collectives.
+    gpus = tf.config.list_physical_devices("GPU")
     if name == "auto":
         if cluster_workers() > 1:
             name = "multi_worker"
@@ -59,9 +65,10 @@ def create_strategy(name="auto", *, num_virtual_cpus=0, tpu_address=""):
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":
-        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if name == "mirrored":
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+            d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker":
         # NCCL between GPUs where there are GPUs (correct by construction; ring elsewhere).
@@ -69,7 +76,7 @@ def create_strategy(name="auto", *, num_virtual_cpus=0, tpu_address=""):
                           else tf.distribute.experimental.CommunicationImplementation.AUTO)
         return tf.distribute.MultiWorkerMirroredStrategy(
             communication_options=tf.distribute.experimental.CommunicationOptions(
-                implementation=implementation))
+                implementation=implementation, timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS))
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
@@ -80,8 +87,17 @@ def describe(strategy):
     """One line: strategy, replicas and workers."""
     resolver = getattr(strategy, "cluster_resolver", None)
     workers = cluster_workers() if resolver is not None else 1
-    return (f"strategy {type(strategy).__name__}, {strategy.num_replicas_in_sync} replicas, "
-            f"{workers} worker(s)")
+    name = type(strategy).__name__
+    for public, public_name in ((tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
+                                (tf.distribute.MirroredStrategy, "MirroredStrategy"),
+                                (tf.distribute.OneDeviceStrategy, "OneDeviceStrategy"),
+                                (tf.distribute.TPUStrategy, "TPUStrategy")):
+        if isinstance(strategy, public):
+            name = public_name
+            break
+    else:
+        name = "default strategy" if name.startswith("_Default") else name
+    return f"{name}, {strategy.num_replicas_in_sync} replicas, {workers} worker(s)"
 
 
 def is_chief(strategy):

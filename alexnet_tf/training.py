@@ -402,6 +402,28 @@ def _augmented_grid(images, mean):
 # The loop
 
 
+class _cluster_failures:  # noqa: N801  (a context manager used like a function)
+    """Turns a collective failure in a multi-worker run into a TrainingError that says what to do."""
+
+    _ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+               tf.errors.CancelledError, tf.errors.InternalError, tf.errors.UnknownError)
+
+    def __init__(self, num_workers):
+        self._num_workers = num_workers
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if self._num_workers > 1 and exc is not None and isinstance(exc, self._ERRORS):
+            first_line = (exc.message or "").strip().splitlines()[0][:300] if exc.message else type(exc).__name__
+            raise TrainingError(
+                f"A worker of the {self._num_workers}-worker cluster failed or became unreachable "
+                f"({type(exc).__name__}: {first_line}). Restart: rerun every worker with the same "
+                "command; training resumes from the last checkpoint.") from exc
+        return False
+
+
 class _SigtermFlag:
     """Turns SIGTERM (preemption) into a flag the loop checks between executions."""
 
@@ -484,7 +506,7 @@ def _train(config, on_epoch_end):
         raise TrainingError(
             f"Expected --batch_size to be divisible by the {replicas} replicas. "
             f"Received: {config.batch_size}")
-    logger.info("Training with %s; global batch %d (%d per replica)", strategies.describe(strategy),
+    logger.info("Training with strategy %s; global batch %d (%d per replica)", strategies.describe(strategy),
                 config.batch_size, config.batch_size // replicas)
     keras.utils.set_random_seed(config.seed)
     data = _resolve_data(config)
@@ -515,7 +537,7 @@ def _train(config, on_epoch_end):
     metrics = {}
     preempted = False
     try:
-        with _SigtermFlag() as sigterm:
+        with _SigtermFlag() as sigterm, _cluster_failures(num_workers):
             if writers and step == 0:
                 _log_augmented_images(writers, data, config)
             while epoch < config.epochs and not bool(plateau.stopped.numpy()):
