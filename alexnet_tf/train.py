@@ -38,6 +38,10 @@ _GENERATE_TRAIN_IMAGES = flags.DEFINE_integer(
     "generate_train_images", 60, "Training images per class of --generate_data.", lower_bound=1)
 _GENERATE_EVAL_IMAGES = flags.DEFINE_integer(
     "generate_eval_images", 20, "Validation images per class of --generate_data.", lower_bound=1)
+_TF_DATA_SERVICE = flags.DEFINE_string(
+    "tf_data_service", None,
+    "grpc://HOST:PORT of a tf.data service dispatcher (python -m pipelines.data_service): the "
+    "training input pipeline runs there. Resumes then restart the input stream.")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Run directory: checkpoints, backup, logs, flags.txt.")
 
 # Model.
@@ -107,6 +111,8 @@ def _validate():
         raise app.UsageError(f"--data_dir={_DATA_DIR.value} is not a folder.")
     if _TFDS_NAME.value and not _TFDS_DATA_DIR.value:
         raise app.UsageError("--tfds_name needs --tfds_data_dir (no downloads happen here).")
+    if _TF_DATA_SERVICE.value and not _TF_DATA_SERVICE.value.startswith("grpc://"):
+        raise app.UsageError(f"Expected --tf_data_service=grpc://HOST:PORT. Received: {_TF_DATA_SERVICE.value!r}")
     if _SYNTHETIC.value and not _NUM_CLASSES.value:
         raise app.UsageError("--synthetic needs --num_classes (e.g. 1000).")
 
@@ -192,6 +198,7 @@ def main(argv):
         tfds_name=_TFDS_NAME.value,
         tfds_data_dir=_TFDS_DATA_DIR.value,
         synthetic=_SYNTHETIC.value,
+        tf_data_service=_TF_DATA_SERVICE.value,
         num_classes=_NUM_CLASSES.value,
         image_size=_IMAGE_SIZE.value,
         batch_size=_BATCH_SIZE.value,

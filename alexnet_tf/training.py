@@ -59,6 +59,7 @@ class TrainConfig:
     tfds_name: str | None = None
     tfds_data_dir: str | None = None
     synthetic: bool = False
+    tf_data_service: str | None = None  # grpc://HOST:PORT of a tf.data service dispatcher
     num_classes: int = 0  # 0: from dataset_info.json
     image_size: int = 224
     # The paper's recipe.
@@ -175,7 +176,7 @@ def _resolve_data(config):
         return datasets.build_dataset(
             train_pattern, training=True, batch_size=config.batch_size, image_size=config.image_size,
             seed=config.seed, statistics=statistics, input_context=input_context,
-            shuffle_buffer=config.shuffle_buffer, **source)
+            shuffle_buffer=config.shuffle_buffer, data_service=config.tf_data_service, **source)
 
     def eval_fn(input_context):
         return datasets.build_dataset(
@@ -204,9 +205,10 @@ class _TrainingState:
     def __init__(self, *, model, optimizer, iterator, plateau, write_dir, model_dir, keep):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        # A tf.data service stream lives on the service: its position cannot be saved.
+        parts = dict(iterator=iterator) if iterator is not None else {}
         self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, iterator=iterator, plateau=plateau,
-            epoch=self.epoch, step=self.step)
+            model=model, optimizer=optimizer, plateau=plateau, epoch=self.epoch, step=self.step, **parts)
         self.model_dir = model_dir
         self.checkpoints = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(write_dir, CHECKPOINTS_DIR), max_to_keep=keep,
@@ -522,7 +524,8 @@ def _train(config, on_epoch_end):
     if chief:
         runs.write_model_spec(config.model_dir, build_kwargs=_build_kwargs(config, data.num_classes),
                               class_names=data.class_names, statistics=data.statistics)
-    state = _TrainingState(model=model, optimizer=optimizer, iterator=iterator, plateau=plateau,
+    checkpointed_iterator = None if config.tf_data_service else iterator
+    state = _TrainingState(model=model, optimizer=optimizer, iterator=checkpointed_iterator, plateau=plateau,
                            write_dir=write_dir, model_dir=config.model_dir, keep=config.keep_checkpoints)
     restored = state.restore_newest()
     epoch, step = int(state.epoch.numpy()), int(state.step.numpy())

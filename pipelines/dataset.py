@@ -231,6 +231,8 @@ def build_dataset(
     lighting_stddev=constants.PCA_LIGHTING_STDDEV,
     tfds_name=None,
     tfds_split=None,
+    data_service=None,
+    data_service_job="alexnet_train",
 ):
     """Batches of `(images float32 [B, S, S, 3], labels int32 [B])`, mean subtracted.
 
@@ -251,6 +253,12 @@ def build_dataset(
       lighting_stddev: stddev of the paper's lighting alphas (0 disables).
       tfds_name: read this prepared TFDS dataset (e.g. "imagenet2012") instead of shards.
       tfds_split: its split (default "train" / "validation").
+      data_service: "grpc://HOST:PORT" of a tf.data service dispatcher: the training
+        pipeline then runs on the service's workers, each file of an epoch read by exactly
+        one of them (dynamic sharding), and this process only receives batches. Its
+        position cannot be checkpointed. Evaluation always runs locally.
+      data_service_job: the service job name; consumers with the same name share one
+        stream (so several training workers split it).
 
     Returns:
       A `tf.data.Dataset`.
@@ -317,6 +325,10 @@ def build_dataset(
         normalize_images = make_eval_normalizer(statistics)
         normalize = lambda images, labels: (normalize_images(images), labels)  # noqa: E731
     dataset = dataset.map(normalize, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if training and data_service:
+        dataset = dataset.apply(tf.data.experimental.service.distribute(
+            processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
+            service=data_service, job_name=data_service_job))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return dataset.with_options(options).prefetch(AUTOTUNE)
