@@ -9,6 +9,8 @@ it. Everything a shard holds depends only on its files and the arguments, so the
 byte-identical whatever the number of workers and however often the run was interrupted.
 """
 
+import concurrent.futures
+import concurrent.futures.process
 import dataclasses
 import glob
 import hashlib
@@ -518,9 +520,18 @@ def _run_tasks(config, tasks, *, total, done):
             for task in tasks:
                 _write_shard(task)
         else:
-            with context.Pool(workers, initializer=_init_worker, initargs=(counter,)) as pool:
-                for _ in pool.imap_unordered(_write_shard, tasks):
-                    pass
+            # ProcessPoolExecutor (not multiprocessing.Pool, which waits forever for the task
+            # of a worker that was killed): a dead worker fails the run at once.
+            with concurrent.futures.ProcessPoolExecutor(
+                    workers, mp_context=context, initializer=_init_worker, initargs=(counter,)) as pool:
+                try:
+                    for future in concurrent.futures.as_completed(
+                            [pool.submit(_write_shard, task) for task in tasks]):
+                        future.result()
+                except concurrent.futures.process.BrokenProcessPool as error:
+                    raise ConversionError(
+                        "A worker process died (killed, or out of memory?) while writing shards. "
+                        "Complete shards are kept: rerun the same command to resume.") from error
     finally:
         _init_worker(None)
         reporter.stop()

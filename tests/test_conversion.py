@@ -289,3 +289,37 @@ def test_default_shard_counts():
     assert conversion.default_num_shards("validation", 50_000) == 128
     assert conversion.default_num_shards("train", 650) == 6
     assert conversion.default_num_shards("validation", 20) == 1
+
+
+def _is_pool_worker(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"resource_tracker" not in f.read()  # not multiprocessing's tracker
+    except OSError:
+        return False
+
+
+def test_a_killed_worker_fails_the_run_instead_of_hanging(tmp_path):
+    synthetic.write_image_folder(tmp_path / "train", num_classes=4, images_per_class=100,
+                                 min_size=400, max_size=500, seed=0)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.convert", f"--input_dir={tmp_path / 'train'}",
+         f"--output_dir={tmp_path / 'out'}", "--num_shards=8", "--workers=2", "--progress=false"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = []
+    deadline = time.monotonic() + 60
+    while not children and time.monotonic() < deadline:
+        result = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True)
+        # Pool workers, not multiprocessing's resource tracker.
+        children = [int(pid) for pid in result.stdout.split() if _is_pool_worker(pid)]
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(children[-1], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert "A worker process died" in stderr
+    # Whatever is under a final name is complete; a rerun finishes the job.
+    _run_cli(f"--input_dir={tmp_path / 'train'}", f"--output_dir={tmp_path / 'out'}", "--num_shards=8",
+             "--workers=2", "--progress=false")
+    assert sum(1 for _ in tf.data.TFRecordDataset(sorted(glob.glob(str(tmp_path / "out" / "train-*"))))) == 400
