@@ -223,13 +223,13 @@ class _TrainingState:
             state = tf.train.get_checkpoint_state(os.path.join(self.model_dir, folder))
             for path in (state.all_model_checkpoint_paths if state else []):
                 candidates.append(path)
-        # Newest first: the global step is stored in each checkpoint; order by it.
+        # Newest first; a backup and an epoch checkpoint of the same step are the same state.
         ordered = sorted(candidates, key=_checkpoint_step, reverse=True)
         for index, path in enumerate(ordered):
             try:
                 self.checkpoint.read(path).assert_existing_objects_matched().expect_partial()
                 return path
-            except (tf.errors.OpError, ValueError, AssertionError) as error:
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
                 logger.warning("Cannot restore %s (%s); falling back to an older checkpoint.",
                                path, str(error).splitlines()[0][:200])
         if ordered:
@@ -258,11 +258,9 @@ class _TrainingState:
 
 
 def _checkpoint_step(path):
-    try:
-        reader = tf.train.load_checkpoint(path)
-        return int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
-    except (tf.errors.OpError, ValueError, KeyError):
-        return -1
+    """The global step in a checkpoint's name (both managers number checkpoints by step)."""
+    suffix = path.rsplit("-", 1)[-1]
+    return int(suffix) if suffix.isdigit() else -1
 
 
 # ---------------------------------------------------------------------------------------

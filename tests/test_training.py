@@ -195,3 +195,66 @@ def test_sigterm_saves_then_exits_and_a_rerun_resumes(tmp_path, tiny_dataset):
     assert 0 < step < 400
     result = _cli(*common)
     assert f"epoch 0 / step {step}" in result.stderr
+
+
+def _summary_tags(logdir):
+    tags = set()
+    for path in glob.glob(os.path.join(logdir, "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def test_tensorboard_summaries(tmp_path, tiny_dataset):
+    training.train(_config(tmp_path, tiny_dataset, steps_per_epoch=2, export_at_end=False))
+    train_tags = _summary_tags(str(tmp_path / "run" / "logs" / "train"))
+    assert {"loss", "top1_error", "top5_error", "learning_rate", "images_per_second",
+            "augmented_training_images", "conv1_filters"} <= train_tags
+    assert {"loss", "top1_error", "top5_error"} <= _summary_tags(str(tmp_path / "run" / "logs" / "validation"))
+
+
+def test_conv1_filter_grid_shows_every_kernel():
+    from alexnet_tf import build_alexnet
+
+    grid = training.conv1_filter_grid(build_alexnet(10, image_size=64, fc_units=16))
+    # 96 kernels of 11x11x3 in 4 rows of 24 (groups of 48 in two row pairs), 1-px gaps.
+    assert grid.shape == (1, 4 * 12 - 1, 24 * 12 - 1, 3)
+    assert grid.min() >= 0.0 and grid.max() <= 1.0
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(mixed_precision="bfloat16"),
+    dict(mixed_precision="float16"),
+    dict(jit_compile=True),
+    dict(steps_per_execution=3, steps_per_epoch=6),
+])
+def test_gpu_oriented_options_train_on_cpu(tmp_path, tiny_dataset, overrides):
+    values = dict(steps_per_epoch=2, export_at_end=False)
+    values.update(overrides)
+    result = training.train(_config(tmp_path, tiny_dataset, **values))
+    assert result.steps_done == values["steps_per_epoch"]
+    assert np.isfinite(result.final_metrics["loss"])
+    import keras
+
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+
+
+def test_synthetic_data_trains(tmp_path):
+    result = training.train(training.TrainConfig(
+        model_dir=str(tmp_path / "run"), synthetic=True, num_classes=7, **{**TINY, "batch_size": 2},
+        epochs=1, steps_per_epoch=2, export_at_end=False))
+    assert result.steps_done == 2
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, tiny_dataset, caplog):
+    training.train(_config(tmp_path, tiny_dataset, epochs=2, steps_per_epoch=2, export_at_end=False))
+    newest = tf.train.latest_checkpoint(str(tmp_path / "run" / "backup"))
+    assert newest.endswith("-4")
+    for path in glob.glob(newest + ".data-*"):
+        with open(path, "r+b") as f:
+            f.truncate(100)  # a torn write
+    caplog.set_level("INFO")
+    result = training.train(_config(tmp_path, tiny_dataset, epochs=2, steps_per_epoch=2, export_at_end=False))
+    assert "falling back to an older checkpoint" in caplog.text
+    assert "Resuming from" in caplog.text and "step 4" in caplog.text  # checkpoints/ckpt-4 is intact
+    assert result.steps_done == 4
