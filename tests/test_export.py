@@ -155,3 +155,13 @@ def test_predict_cli_prints_the_top5(trained_run, export_path, tmp_path):
     assert lines[0] == str(image) and len(lines) == 6
     probabilities = [float(line.split()[1]) for line in lines[1:]]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1, abs=1e-3)
+
+
+def test_saved_model_cli_finds_no_file_reading_ops(export_path):
+    import shutil
+
+    cli = shutil.which("saved_model_cli") or os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([cli, "scan", "--dir", export_path], env=env, capture_output=True,
+                            text=True, timeout=120, check=True)
+    assert "does not contain the default denylisted ops" in result.stdout + result.stderr
