@@ -4,7 +4,7 @@
 import tensorflow as tf  # noqa: F401
 
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
-from alexnet_tf.model import MIN_IMAGE_SIZE, build_alexnet, count_flops
+from alexnet_tf.model import MIN_IMAGE_SIZE, build_alexnet, count_flops, count_training_flops
 
 __all__ = [
     "GroupedConv2D",
@@ -12,4 +12,5 @@ __all__ = [
     "MIN_IMAGE_SIZE",
     "build_alexnet",
     "count_flops",
+    "count_training_flops",
 ]

@@ -2,9 +2,9 @@ r"""Training-step speed of the paper's model against this machine's matmul rate.
 
     python -m alexnet_tf.benchmark [--batch_size=64] [--image_size=224] [--steps=5]
 
-Prints the seconds per SGD step, the FLOP/s it reaches (3 x forward FLOPs: forward, and
-backward for activations and weights) and the FLOP/s of a large float32 matmul measured in
-the same process, the machine's reachable limit, and their ratio.
+Prints the seconds per SGD step, the FLOP/s it reaches (`count_training_flops`: forward,
+and the weight and input gradients except conv1's input gradient) and the FLOP/s of a large
+float32 matmul measured in the same process, the machine's reachable limit, and their ratio.
 """
 
 import time
@@ -67,7 +67,7 @@ def measure_train_step(model, *, batch_size, image_size, steps, jit_compile):
 
 def main(argv):
     del argv
-    from alexnet_tf.model import build_alexnet, count_flops
+    from alexnet_tf.model import build_alexnet, count_training_flops
 
     model = build_alexnet(1000, image_size=_IMAGE_SIZE.value, groups=_GROUPS.value,
                           grouped_conv=_GROUPED_CONV.value)
@@ -79,7 +79,7 @@ def main(argv):
         steps=_STEPS.value,
         jit_compile=_JIT_COMPILE.value,
     )
-    step_flops = 3 * count_flops(model, batch_size=_BATCH_SIZE.value)
+    step_flops = count_training_flops(model, batch_size=_BATCH_SIZE.value)
     achieved = step_flops / step_seconds
     print(f"model: groups={_GROUPS.value} grouped_conv={_GROUPED_CONV.value} "
           f"jit_compile={_JIT_COMPILE.value} params={model.count_params():,}")

@@ -51,7 +51,7 @@ def measure(config, *, steps):
 def main(argv):
     del argv
     from alexnet_tf import training
-    from alexnet_tf.model import count_flops
+    from alexnet_tf.model import count_training_flops
     from pipelines import dataset as datasets
 
     scratch = None
@@ -69,7 +69,7 @@ def main(argv):
                       num_classes=num_classes, steps_per_epoch=1000, shuffle_buffer=1000)
         synthetic_rate, model = measure(training.TrainConfig(synthetic=True, **common), steps=_STEPS.value)
         real_rate, _ = measure(training.TrainConfig(data_dir=data_dir, **common), steps=_STEPS.value)
-        flops_per_image = 3 * count_flops(model)
+        flops_per_image = count_training_flops(model)
         print(f"batch {_BATCH_SIZE.value} x {_IMAGE_SIZE.value}px, {num_classes} classes, "
               f"jit_compile={_JIT_COMPILE.value}")
         print(f"synthetic data: {synthetic_rate:8.1f} images/s ({synthetic_rate * flops_per_image / 1e9:.1f} GFLOP/s)")

@@ -159,14 +159,26 @@ def build_alexnet(
     return keras.Model(images, logits, name=name)
 
 
-def count_flops(model, *, batch_size=1):
-    """Floating-point operations of one forward pass (2 per multiply-add; convs and dense)."""
-    flops = 0
+def _layer_flops(model):
+    flops = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D):
             _, height, width, filters = layer.output.shape
             kernel_height, kernel_width, in_per_group, _ = layer.kernel.shape
-            flops += 2 * height * width * kernel_height * kernel_width * in_per_group * filters
+            flops.append(2 * height * width * kernel_height * kernel_width * in_per_group * filters)
         elif isinstance(layer, keras.layers.Dense):
-            flops += 2 * int(tf.size(layer.kernel))
-    return flops * batch_size
+            flops.append(2 * int(tf.size(layer.kernel)))
+    return flops
+
+
+def count_flops(model, *, batch_size=1):
+    """Floating-point operations of one forward pass (2 per multiply-add; convs and dense)."""
+    return sum(_layer_flops(model)) * batch_size
+
+
+def count_training_flops(model, *, batch_size=1):
+    """FLOPs of one training step: forward, plus the weight and input gradients of every
+    layer (each as many as its forward) except the input gradient of the first layer,
+    which nothing needs and TensorFlow does not compute."""
+    flops = _layer_flops(model)
+    return (3 * sum(flops) - flops[0]) * batch_size

@@ -137,3 +137,13 @@ def test_one_sgd_step_is_the_papers_update_rule():
         # The decay term is really there: fc6's kernel is not what the data alone gives.
         fc6 = [i for i, v in enumerate(model.trainable_variables) if v.path == "fc6/kernel"][0]
         assert np.abs(model.trainable_variables[fc6].numpy() - without_decay[fc6]).max() > 1e-5
+
+
+def test_flop_counts_of_the_paper_model():
+    model = build_alexnet(1000)
+    # conv1: 2 * 55*55 outputs * 11*11*3 inputs * 96 kernels = 210,830,400; the whole
+    # forward pass is 1,448,813,632 FLOPs (~0.72 G multiply-adds, the usual AlexNet figure).
+    from alexnet_tf import count_flops, count_training_flops
+
+    assert count_flops(model) == 1_448_813_632
+    assert count_training_flops(model, batch_size=2) == 2 * (3 * 1_448_813_632 - 210_830_400)
