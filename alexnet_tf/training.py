@@ -522,7 +522,10 @@ def _train(config, on_epoch_end):
     if chief:
         runs.write_model_spec(config.model_dir, build_kwargs=_build_kwargs(config, data.num_classes),
                               class_names=data.class_names, statistics=data.statistics)
-    checkpointed_iterator = None if config.tf_data_service else iterator
+    # The input position is part of the checkpoint on one worker. Not with a tf.data service
+    # (the stream lives there) nor with several workers: each reads other files, and only
+    # the chief's state reaches model_dir. There a resume restarts the (seeded) input stream.
+    checkpointed_iterator = None if (config.tf_data_service or num_workers > 1) else iterator
     state = _TrainingState(model=model, optimizer=optimizer, iterator=checkpointed_iterator, plateau=plateau,
                            write_dir=write_dir, model_dir=config.model_dir, keep=config.keep_checkpoints)
     restored = state.restore_newest()
