@@ -542,7 +542,7 @@ def _train(config, on_epoch_end):
     preempted = False
     try:
         with _SigtermFlag() as sigterm, _cluster_failures(num_workers):
-            if writers and step == 0:
+            if writers and step == 0 and not config.tf_data_service:  # (a service job has one stream)
                 _log_augmented_images(writers, data, config)
             while epoch < config.epochs and not bool(plateau.stopped.numpy()):
                 preempted = _train_epoch(config, state, train_steps, iterator, optimizer, writers,
