@@ -6,7 +6,6 @@ Writes --output_json (default: model_dir/eval_crops{1,10}.json) with top1_error,
 top5_error, num_examples, crops, checkpoint and the per-class top-1 errors.
 """
 
-import json
 import os
 import sys
 

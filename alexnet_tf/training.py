@@ -13,7 +13,6 @@ keras-team/keras#20585) that runs unchanged under every tf.distribute strategy:
 """
 
 import dataclasses
-import json
 import logging
 import math
 import os

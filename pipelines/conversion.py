@@ -39,7 +39,6 @@ STATS_PIXEL_STRIDE = 4
 DEFAULT_MAX_SHARDS = {schema.TRAIN_SPLIT: 1024}
 DEFAULT_MAX_SHARDS_OTHER = 128
 MIN_IMAGES_PER_SHARD = 100
-IMAGE_EXTENSIONS = None  # every regular file is a candidate; the bytes decide the format
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +255,7 @@ def read_class_names(path):
     """{synset: text} from ImageNet's LOC_synset_mapping.txt or words.txt (id, blank, text)."""
     names = {}
     with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, 1):
+        for line in f:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue

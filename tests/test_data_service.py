@@ -5,11 +5,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from alexnet_tf import training
 from pipelines import build_dataset, schema

@@ -1,12 +1,11 @@
 import io
-import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipelines import DatasetStatistics, build_dataset, conversion, schema, synthetic, tfrecord
+from pipelines import DatasetStatistics, build_dataset, schema, tfrecord
 
 ZERO_STATS = DatasetStatistics(rgb_mean=(0.0, 0.0, 0.0))
 
