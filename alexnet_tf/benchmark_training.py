@@ -10,7 +10,6 @@ and prints images/s of each, real / synthetic (goal >= 0.95: augmentation hidden
 the step) and the FLOP/s reached.
 """
 
-import shutil
 import tempfile
 import time
 
@@ -54,30 +53,26 @@ def main(argv):
     from alexnet_tf.model import count_training_flops
     from pipelines import dataset as datasets
 
-    scratch = None
-    data_dir = _DATA_DIR.value
-    if data_dir is None:
-        from pipelines import synthetic
+    from pipelines import synthetic
 
-        scratch = tempfile.mkdtemp(prefix="train_benchmark_")
+    def generate(scratch):
         synthetic.write_converted_dataset(scratch, num_images=_NUM_IMAGES.value)
-        data_dir = f"{scratch}/shards"
-    try:
+        return f"{scratch}/shards"
+
+    with synthetic.given_or_generated(_DATA_DIR.value, generate, prefix="train_benchmark_") as data_dir, \
+            tempfile.TemporaryDirectory(prefix="train_benchmark_run_") as model_dir:
         num_classes = datasets.load_statistics(data_dir).num_classes
-        common = dict(model_dir=tempfile.mkdtemp(prefix="train_benchmark_run_"), batch_size=_BATCH_SIZE.value,
+        common = dict(model_dir=model_dir, batch_size=_BATCH_SIZE.value,
                       image_size=_IMAGE_SIZE.value, strategy=_STRATEGY.value, jit_compile=_JIT_COMPILE.value,
                       num_classes=num_classes, steps_per_epoch=1000, shuffle_buffer=1000)
         synthetic_rate, model = measure(training.TrainConfig(synthetic=True, **common), steps=_STEPS.value)
         real_rate, _ = measure(training.TrainConfig(data_dir=data_dir, **common), steps=_STEPS.value)
-        flops_per_image = count_training_flops(model)
-        print(f"batch {_BATCH_SIZE.value} x {_IMAGE_SIZE.value}px, {num_classes} classes, "
-              f"jit_compile={_JIT_COMPILE.value}")
-        print(f"synthetic data: {synthetic_rate:8.1f} images/s ({synthetic_rate * flops_per_image / 1e9:.1f} GFLOP/s)")
-        print(f"real shards:    {real_rate:8.1f} images/s ({real_rate * flops_per_image / 1e9:.1f} GFLOP/s)")
-        print(f"ratio real / synthetic: {real_rate / synthetic_rate:.2f} (goal >= 0.95)")
-    finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+    flops_per_image = count_training_flops(model)
+    print(f"batch {_BATCH_SIZE.value} x {_IMAGE_SIZE.value}px, {num_classes} classes, "
+          f"jit_compile={_JIT_COMPILE.value}")
+    print(f"synthetic data: {synthetic_rate:8.1f} images/s ({synthetic_rate * flops_per_image / 1e9:.1f} GFLOP/s)")
+    print(f"real shards:    {real_rate:8.1f} images/s ({real_rate * flops_per_image / 1e9:.1f} GFLOP/s)")
+    print(f"ratio real / synthetic: {real_rate / synthetic_rate:.2f} (goal >= 0.95)")
 
 
 def run():

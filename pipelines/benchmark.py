@@ -11,8 +11,6 @@ and full / bare (goal >= 0.8: the augmentation is free next to decoding).
 """
 
 import os
-import shutil
-import tempfile
 import time
 
 from absl import app
@@ -66,14 +64,10 @@ def main(argv):
     del argv
     from pipelines import dataset as datasets
 
-    scratch = None
-    file_pattern = _FILE_PATTERN.value
-    if file_pattern is None:
-        scratch = tempfile.mkdtemp(prefix="input_benchmark_")
-        from pipelines import synthetic
+    from pipelines import synthetic
 
-        file_pattern = synthetic.write_converted_dataset(scratch, num_images=_NUM_IMAGES.value)
-    try:
+    generate = lambda scratch: synthetic.write_converted_dataset(scratch, num_images=_NUM_IMAGES.value)  # noqa: E731
+    with synthetic.given_or_generated(_FILE_PATTERN.value, generate, prefix="input_benchmark_") as file_pattern:
         kwargs = dict(batch_size=_BATCH_SIZE.value, num_batches=_NUM_BATCHES.value,
                       warmup_batches=_WARMUP_BATCHES.value)
         bare_rates, full_rates = [], []
@@ -83,17 +77,14 @@ def main(argv):
             full_rates.append(_images_per_second(datasets.build_dataset(
                 file_pattern, training=True, batch_size=_BATCH_SIZE.value,
                 image_size=_IMAGE_SIZE.value, seed=0), **kwargs))
-        bare, full = max(bare_rates), max(full_rates)
-        print(f"shards: {file_pattern}; batch {_BATCH_SIZE.value}, {_IMAGE_SIZE.value}px, "
-              f"{_NUM_BATCHES.value} batches x {_ROUNDS.value} rounds; {os.cpu_count()} CPU cores")
-        print(f"bare parallel decode_and_crop_jpeg: {bare:8.1f} images/s  (rounds: "
-              + ", ".join(f"{r:.0f}" for r in bare_rates) + ")")
-        print(f"full training pipeline:             {full:8.1f} images/s  (rounds: "
-              + ", ".join(f"{r:.0f}" for r in full_rates) + ")")
-        print(f"ratio full / bare: {full / bare:.2f} (goal >= 0.8)")
-    finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+    bare, full = max(bare_rates), max(full_rates)
+    print(f"shards: {file_pattern}; batch {_BATCH_SIZE.value}, {_IMAGE_SIZE.value}px, "
+          f"{_NUM_BATCHES.value} batches x {_ROUNDS.value} rounds; {os.cpu_count()} CPU cores")
+    print(f"bare parallel decode_and_crop_jpeg: {bare:8.1f} images/s  (rounds: "
+          + ", ".join(f"{r:.0f}" for r in bare_rates) + ")")
+    print(f"full training pipeline:             {full:8.1f} images/s  (rounds: "
+          + ", ".join(f"{r:.0f}" for r in full_rates) + ")")
+    print(f"ratio full / bare: {full / bare:.2f} (goal >= 0.8)")
 
 
 def run():

@@ -59,13 +59,12 @@ def measure_convert(input_dir, resize_shorter, workers):
 
 def main(argv):
     del argv
-    scratch = None
-    input_dir = _INPUT_DIR.value
-    if input_dir is None:
-        scratch = tempfile.mkdtemp(prefix="convert_benchmark_images_")
+    def generate(scratch):
         input_dir = os.path.join(scratch, "train")
         _generate(input_dir, _NUM_IMAGES.value)
-    try:
+        return input_dir
+
+    with synthetic.given_or_generated(_INPUT_DIR.value, generate, prefix="convert_benchmark_images_") as input_dir:
         bare, count = measure_bare(input_dir, _RESIZE_SHORTER.value)
         print(f"files: {count} in {input_dir}")
         print(f"bare decode+resize+encode, 1 process: {bare:8.1f} images/s")
@@ -74,15 +73,12 @@ def main(argv):
             rates[workers] = measure_convert(input_dir, _RESIZE_SHORTER.value, workers)
             print(f"convert --workers={workers}:              {rates[workers]:8.1f} images/s "
                   f"({rates[workers] / bare:.2f} of bare)")
-        if 1 in rates:
-            print(f"ratio convert(1) / bare: {rates[1] / bare:.2f} (goal >= 0.8)")
-            for workers, rate in rates.items():
-                if workers > 1:
-                    print(f"ratio convert({workers}) / convert(1): {rate / rates[1]:.2f} "
-                          f"(goal >= {0.9 * workers:.1f})")
-    finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+    if 1 in rates:
+        print(f"ratio convert(1) / bare: {rates[1] / bare:.2f} (goal >= 0.8)")
+        for workers, rate in rates.items():
+            if workers > 1:
+                print(f"ratio convert({workers}) / convert(1): {rate / rates[1]:.2f} "
+                      f"(goal >= {0.9 * workers:.1f})")
 
 
 def run():

@@ -6,7 +6,10 @@ distinct colour, with random phase, scale, size and noise per image, so a small 
 learns them quickly but not trivially.
 """
 
+import contextlib
 import os
+import shutil
+import tempfile
 
 import numpy as np
 
@@ -96,3 +99,17 @@ def write_converted_dataset(root, *, num_images, num_classes=10, min_size=333, m
     conversion.convert_split(conversion.ConvertConfig(
         input_dir=images, output_dir=output, num_shards=num_shards, progress=False))
     return schema.split_file_pattern(output, schema.TRAIN_SPLIT)
+
+
+@contextlib.contextmanager
+def given_or_generated(given, generate, *, prefix):
+    """Yields `given` if it is set, else `generate(scratch)` for a scratch folder that is
+    removed afterwards (the benchmarks' default data)."""
+    if given is not None:
+        yield given
+        return
+    scratch = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield generate(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
