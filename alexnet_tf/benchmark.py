@@ -1,10 +1,14 @@
 r"""Training-step speed of the paper's model against this machine's matmul rate.
 
-    python -m alexnet_tf.benchmark [--batch_size=64] [--image_size=224] [--steps=5]
+    python -m alexnet_tf.benchmark [--batch_size=64] [--image_size=224] [--steps=5] [--nostock]
 
 Prints the seconds per SGD step, the FLOP/s it reaches (`count_training_flops`: forward,
 and the weight and input gradients except conv1's input gradient) and the FLOP/s of a large
 float32 matmul measured in the same process, the machine's reachable limit, and their ratio.
+The step is the training library's: `MomentumSGD`, `WeightDecay`, and the layers'
+"auto" kernels. With --stock (the default) the same network is also timed on stock
+kernels, as a baseline in the same process: TensorFlow's LRN and LRNGrad, two-tower
+convolutions, Keras' L2 regularizer and SGD.
 """
 
 import time
@@ -14,37 +18,41 @@ from absl import flags
 
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per training step.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input side.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (after 2 warm-up steps).")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per round (after 2 warm-up steps).")
 _GROUPS = flags.DEFINE_integer("groups", 2, "1 or 2 (the paper's towers).")
 _GROUPED_CONV = flags.DEFINE_enum(
     "grouped_conv", "auto", ["auto", "towers", "native", "keras"],
     "How grouped convolutions run (GroupedConv2D implementation); 'keras' is Keras' own.",
 )
+_LRN_IMPLEMENTATION = flags.DEFINE_enum(
+    "lrn_implementation", "auto", ["auto", "native", "fused"],
+    "How LRN runs (LocalResponseNormalization implementation).",
+)
+_LRN = flags.DEFINE_bool("lrn", True, "Build the model with LRN (--nolrn: identities, an ablation).")
+_STOCK = flags.DEFINE_bool("stock", True, "Also time the step on stock kernels (the baseline).")
 _JIT_COMPILE = flags.DEFINE_bool("jit_compile", False, "Compile the step with XLA.")
 _MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 4096, "Side of the reference matmul.")
+_ROUNDS = flags.DEFINE_integer(
+    "rounds", 3, "Rounds; each times the matmul, then the step(s). The best round of each "
+    "counts: on a shared machine the slow rounds measure the neighbours, not the code.")
 
 
-def measure_matmul_flops(size, *, repeats=10):
-    """FLOP/s of a [size, size] float32 matmul, the machine's reachable compute rate."""
+def make_matmul(size):
+    """(() -> None, FLOPs per call): one [size, size] float32 matmul, the machine's reachable
+    compute rate."""
     import tensorflow as tf
 
     a = tf.random.normal([size, size])
     b = tf.random.normal([size, size])
     matmul = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
-    matmul(a, b).numpy()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        matmul(a, b).numpy()
-    seconds = (time.perf_counter() - start) / repeats
-    return 2 * size**3 / seconds
+    return lambda: matmul(a, b).numpy(), 2 * size**3
 
 
-def measure_train_step(model, *, batch_size, image_size, steps, jit_compile):
-    """Seconds per SGD-momentum step of `model` on random data."""
+def make_train_step(model, optimizer, *, batch_size, image_size, jit_compile):
+    """() -> None: one step of `optimizer` on `model` (loss plus `model.losses`), random data."""
     import tensorflow as tf
     import keras
 
-    optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     images = tf.random.uniform([batch_size, image_size, image_size, 3], -128.0, 128.0)
     labels = tf.random.uniform([batch_size], 0, model.output.shape[-1], dtype=tf.int32)
@@ -57,37 +65,72 @@ def measure_train_step(model, *, batch_size, image_size, steps, jit_compile):
         optimizer.apply(grads, model.trainable_variables)
         return loss
 
-    for _ in range(2):
-        train_step(images, labels).numpy()
+    return lambda: train_step(images, labels).numpy()
+
+
+def seconds_per_call(fn, calls):
+    """Mean seconds of `calls` calls of fn."""
     start = time.perf_counter()
-    for _ in range(steps):
-        train_step(images, labels).numpy()
-    return (time.perf_counter() - start) / steps
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def _build_stock(build_kwargs, weight_decay):
+    """The same network on stock kernels, with Keras' own L2 regularizer and SGD."""
+    import keras
+
+    from alexnet_tf.model import build_alexnet
+
+    model = build_alexnet(**build_kwargs, grouped_conv="towers", lrn_implementation="native")
+    for variable in model.trainable_variables:
+        if variable.regularizer is not None:
+            variable.regularizer = keras.regularizers.L2(weight_decay / 2.0)
+    return model, keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
 
 
 def main(argv):
     del argv
     from alexnet_tf.model import build_alexnet, count_training_flops
+    from alexnet_tf.optimizer import MomentumSGD
 
-    model = build_alexnet(1000, image_size=_IMAGE_SIZE.value, groups=_GROUPS.value,
-                          grouped_conv=_GROUPED_CONV.value)
-    matmul_flops = measure_matmul_flops(_MATMUL_SIZE.value)
-    step_seconds = measure_train_step(
-        model,
-        batch_size=_BATCH_SIZE.value,
-        image_size=_IMAGE_SIZE.value,
-        steps=_STEPS.value,
-        jit_compile=_JIT_COMPILE.value,
-    )
+    build_kwargs = dict(num_classes=1000, image_size=_IMAGE_SIZE.value, groups=_GROUPS.value,
+                        lrn=_LRN.value)
+    step_kwargs = dict(batch_size=_BATCH_SIZE.value, image_size=_IMAGE_SIZE.value,
+                       jit_compile=_JIT_COMPILE.value)
+    model = build_alexnet(**build_kwargs, grouped_conv=_GROUPED_CONV.value,
+                          lrn_implementation=_LRN_IMPLEMENTATION.value)
     step_flops = count_training_flops(model, batch_size=_BATCH_SIZE.value)
-    achieved = step_flops / step_seconds
-    print(f"model: groups={_GROUPS.value} grouped_conv={_GROUPED_CONV.value} "
-          f"jit_compile={_JIT_COMPILE.value} params={model.count_params():,}")
-    print(f"train step: batch {_BATCH_SIZE.value} x {_IMAGE_SIZE.value}px: "
-          f"{step_seconds:.3f} s/step, {_BATCH_SIZE.value / step_seconds:.1f} images/s")
-    print(f"model FLOP/s: {achieved / 1e9:.1f} GFLOP/s ({step_flops / 1e9:.1f} GFLOP per step)")
-    print(f"matmul FLOP/s ({_MATMUL_SIZE.value}^2 float32): {matmul_flops / 1e9:.1f} GFLOP/s")
-    print(f"ratio model/matmul: {achieved / matmul_flops:.2f}")
+    matmul, matmul_flops = make_matmul(_MATMUL_SIZE.value)
+    steps = {"train step": make_train_step(model, MomentumSGD(learning_rate=0.01, momentum=0.9),
+                                           **step_kwargs)}
+    if _STOCK.value:
+        stock_model, stock_optimizer = _build_stock(build_kwargs, weight_decay=5e-4)
+        steps["stock kernels"] = make_train_step(stock_model, stock_optimizer, **step_kwargs)
+    for fn in (matmul, *steps.values()):  # compile and warm up
+        seconds_per_call(fn, 2)
+    seconds = {name: [] for name in ("matmul", *steps)}
+    for _ in range(_ROUNDS.value):
+        seconds["matmul"].append(seconds_per_call(matmul, 10))
+        for name, fn in steps.items():
+            seconds[name].append(seconds_per_call(fn, _STEPS.value))
+    best = {name: min(values) for name, values in seconds.items()}
+    reference = matmul_flops / best["matmul"]
+
+    print(f"model: groups={_GROUPS.value} lrn={_LRN.value} grouped_conv={_GROUPED_CONV.value} "
+          f"lrn_implementation={_LRN_IMPLEMENTATION.value} jit_compile={_JIT_COMPILE.value} "
+          f"params={model.count_params():,}")
+    print(f"best of {_ROUNDS.value} rounds ({_STEPS.value} steps each); rounds: "
+          + "; ".join(f"{name} " + " ".join(f"{s:.3f}" for s in values) + " s"
+                      for name, values in seconds.items()))
+    print(f"matmul ({_MATMUL_SIZE.value}^2 float32): {reference / 1e9:.1f} GFLOP/s")
+    for name in steps:
+        achieved = step_flops / best[name]
+        print(f"{name + ':':15s} batch {_BATCH_SIZE.value} x {_IMAGE_SIZE.value}px: {best[name]:.3f} s/step, "
+              f"{_BATCH_SIZE.value / best[name]:.1f} images/s, {achieved / 1e9:.1f} GFLOP/s "
+              f"({step_flops / 1e9:.1f} GFLOP per step), ratio model/matmul: {achieved / reference:.2f}")
+    if _STOCK.value:
+        print(f"speed-up over stock kernels: {best['stock kernels'] / best['train step']:.2f}x")
 
 
 def run():

@@ -26,6 +26,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf.layers import portable_kernels
 from pipelines import dataset as datasets
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 64 megapixels, ~8000 x 8000
@@ -174,9 +175,11 @@ def export_model(model, *, export_dir, class_names=(), statistics=None, image_si
     module = ServingModule(model, class_names=class_names, rgb_mean=statistics.rgb_mean,
                            image_size=image_size, max_pixels=max_pixels)
     try:
-        tf.saved_model.save(module, tmp, signatures={
-            "serving_default": module.serve_bytes.get_concrete_function(),
-            "serving_pixels": module.serve_pixels.get_concrete_function()})
+        # Plain ops only (no XLA, no grouped convolution): TF Serving's defaults run them.
+        with portable_kernels():
+            tf.saved_model.save(module, tmp, signatures={
+                "serving_default": module.serve_bytes.get_concrete_function(),
+                "serving_pixels": module.serve_pixels.get_concrete_function()})
         _write_warmup_requests(os.path.join(tmp, WARMUP_FILE), _sample_jpegs(image_size))
         if os.path.exists(target):
             old = os.path.join(export_dir, f".old-{version}-{os.getpid()}")

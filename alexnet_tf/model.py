@@ -3,7 +3,8 @@
 import tensorflow as tf
 import keras
 
-from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization
+from alexnet_tf.layers import Dense, GroupedConv2D, LocalResponseNormalization
+from alexnet_tf.optimizer import WeightDecay
 
 # Section 5 of the paper: weights ~ N(0, 0.01); biases 1 in conv2, conv4, conv5 and the
 # hidden fully connected layers ("accelerates the early stages of learning by providing
@@ -48,6 +49,7 @@ def build_alexnet(
     conv_filters=PAPER_CONV_FILTERS,
     fc_units=PAPER_FC_UNITS,
     grouped_conv="auto",
+    lrn_implementation="auto",
     seed=None,
     name="alexnet",
 ):
@@ -67,6 +69,8 @@ def build_alexnet(
       conv_filters: kernels of conv1..conv5 (shrink them for fast tests).
       fc_units: width of fc6 and fc7.
       grouped_conv: `GroupedConv2D` implementation ("auto", "towers" or "native").
+      lrn_implementation: `LocalResponseNormalization` implementation ("auto", "native"
+        or "fused").
       seed: optional integer making the initial weights reproducible.
       name: the model's name.
 
@@ -95,7 +99,7 @@ def build_alexnet(
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"Expected 0 <= dropout < 1. Received: dropout={dropout}")
 
-    regularizer = keras.regularizers.L2(weight_decay / 2.0) if weight_decay else None
+    regularizer = WeightDecay(weight_decay) if weight_decay else None
     layer_index = iter(range(100))
 
     def conv(layer_name, filters, kernel_size, *, strides=1, padding="same", layer_groups=1):
@@ -116,7 +120,7 @@ def build_alexnet(
 
     def dense(layer_name, units, activation):
         kernel_init, bias_init = _initializers(layer_name, init, _layer_seed(seed, next(layer_index)))
-        return keras.layers.Dense(
+        return Dense(
             units,
             activation=activation,
             kernel_initializer=kernel_init,
@@ -127,7 +131,7 @@ def build_alexnet(
 
     def norm(layer_name):
         if lrn:
-            return LocalResponseNormalization(name=layer_name)
+            return LocalResponseNormalization(implementation=lrn_implementation, name=layer_name)
         return keras.layers.Identity(name=layer_name)
 
     def pool(layer_name):

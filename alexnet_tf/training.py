@@ -28,6 +28,7 @@ import keras
 from alexnet_tf import evaluation, runs
 from alexnet_tf import strategy as strategies
 from alexnet_tf.model import build_alexnet
+from alexnet_tf.optimizer import MomentumSGD
 from alexnet_tf.plateau import PlateauSchedule
 
 logger = logging.getLogger(__name__)
@@ -462,7 +463,7 @@ def _build(config, strategy, num_classes):
         kwargs = _build_kwargs(config, num_classes)
         kwargs["conv_filters"] = tuple(kwargs["conv_filters"])
         model = build_alexnet(**kwargs, seed=config.seed)
-        optimizer = keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=config.momentum)
+        optimizer = MomentumSGD(learning_rate=config.learning_rate, momentum=config.momentum)
         if config.mixed_precision == "float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)

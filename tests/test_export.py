@@ -68,7 +68,9 @@ print(json.dumps({{"batch": batch["probabilities"].numpy().tolist(), "single": s
                   "classes": batch["classes"].numpy().tolist(), "project": project,
                   "names": [n.decode() for n in batch["class_names"].numpy()[0]]}}))
 """
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
+    # A TensorFlow runtime without oneDNN, as on some serving builds: the export must not
+    # need it (no grouped convolutions).
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="", TF_ENABLE_ONEDNN_OPTS="0")
     result = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), env=env,
                             capture_output=True, text=True, timeout=120, check=True)
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -165,3 +167,32 @@ def test_saved_model_cli_finds_no_file_reading_ops(export_path):
     result = subprocess.run([cli, "scan", "--dir", export_path], env=env, capture_output=True,
                             text=True, timeout=120, check=True)
     assert "does not contain the default denylisted ops" in result.stdout + result.stderr
+
+
+def test_export_graph_has_no_xla_and_no_grouped_convolution(export_path):
+    # TF Serving refuses XLA-compiled functions unless started with
+    # --xla_cpu_compilation_enabled, and CPU builds without oneDNN cannot run grouped
+    # convolutions: training uses both, the export (portable_kernels) neither.
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(export_path, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    functions = saved_model.meta_graphs[0].graph_def.library.function
+    convolutions = 0
+    for function in functions:
+        assert not function.attr["_XlaMustCompile"].b, function.signature.name
+        shapes = {node.name: node.attr["_output_shapes"].list.shape for node in function.node_def}
+
+        def shape(tensor_name):  # "node:output_arg:index" inside a function body, or "node"
+            parts = tensor_name.split(":")
+            index = int(parts[-1]) if len(parts) > 1 else 0
+            return [d.size for d in shapes[parts[0]][index].dim]
+
+        for node in function.node_def:
+            assert node.op not in ("XlaLaunch", "_XlaCompile", "_XlaRun"), node.name
+            if node.op == "Conv2D":
+                convolutions += 1
+                # The input's channels are the filter's input depth: not a grouped convolution.
+                assert shape(node.input[0])[-1] == shape(node.input[1])[2], node.name
+    assert convolutions > 0

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 import keras
 
-from alexnet_tf import MIN_IMAGE_SIZE, build_alexnet
+from alexnet_tf import MIN_IMAGE_SIZE, MomentumSGD, build_alexnet
 
 PAPER_LAYER_NAMES = ["conv1", "norm1", "pool1", "conv2", "norm2", "pool2", "conv3", "conv4",
                      "conv5", "pool5", "fc6", "drop6", "fc7", "drop7", "fc8"]
@@ -103,13 +103,14 @@ def test_logits_out_and_float32_under_mixed_precision():
     assert model.layers[-1].activation.__name__ == "linear"
 
 
-def test_one_sgd_step_is_the_papers_update_rule():
+@pytest.mark.parametrize("optimizer_class", [keras.optimizers.SGD, MomentumSGD])
+def test_one_sgd_step_is_the_papers_update_rule(optimizer_class):
     """v <- 0.9 v - 0.0005 lr w - lr dL/dw ; w <- w + v (Section 5), over two steps."""
     # A decay larger than the paper's 0.0005 so its term (decay * lr * w ~ 5e-5) stands far
     # above float32 noise; the rule is the same.
     lr, momentum, decay = 0.1, 0.9, 0.05
     model = build_alexnet(5, image_size=64, dropout=0.0, weight_decay=decay, seed=1, **TINY)
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr, momentum=momentum),
+    model.compile(optimizer=optimizer_class(learning_rate=lr, momentum=momentum),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 64, 64, 3)).astype(np.float32) * 30

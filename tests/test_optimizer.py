@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from alexnet_tf import MomentumSGD, WeightDecay, build_alexnet
+
+
+def _variables(seed):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(5, 3)).astype(np.float32), rng.normal(size=(3,)).astype(np.float32)]
+
+
+def _run(optimizer, steps=3):
+    """Weights after `steps` updates with fixed, step-dependent gradients, in a tf.function."""
+    variables = [keras.Variable(v) for v in _variables(0)]
+    optimizer.build(variables)
+    gradients = [_variables(step + 1) for step in range(steps)]
+
+    @tf.function
+    def apply(grads):
+        optimizer.apply(grads, variables)
+
+    for grads in gradients:
+        apply([tf.constant(g) for g in grads])
+    return [v.numpy() for v in variables] + [m.numpy() for m in getattr(optimizer, "momentums", [])]
+
+
+@pytest.mark.parametrize("momentum,nesterov", [(0.9, False), (0.9, True), (0.0, False)])
+def test_momentum_sgd_is_keras_sgd(momentum, nesterov):
+    expected = _run(keras.optimizers.SGD(learning_rate=0.1, momentum=momentum, nesterov=nesterov))
+    actual = _run(MomentumSGD(learning_rate=0.1, momentum=momentum, nesterov=nesterov))
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-7)
+
+
+def test_momentum_sgd_is_the_papers_rule_by_hand():
+    # m <- 0.9 m - lr g ; w <- w + m, three steps.
+    weights, velocity = _variables(0), [np.zeros((5, 3), np.float32), np.zeros(3, np.float32)]
+    for step in range(3):
+        velocity = [0.9 * v - 0.1 * g for v, g in zip(velocity, _variables(step + 1))]
+        weights = [w + v for w, v in zip(weights, velocity)]
+    for a, e in zip(_run(MomentumSGD(learning_rate=0.1, momentum=0.9)), weights + velocity):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
+
+
+def test_momentum_sgd_updates_every_replica_alike_under_mirrored_strategy():
+    # No collectives: the process-wide collective executor remembers instance keys, and a
+    # later MirroredStrategy in this process (the training tests') would reuse them.
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"],
+                                              cross_device_ops=tf.distribute.ReductionToOneDevice())
+    with strategy.scope():
+        variables = [keras.Variable(v) for v in _variables(0)]
+        optimizer = MomentumSGD(learning_rate=0.1, momentum=0.9)
+        optimizer.build(variables)
+
+    @tf.function
+    def step(grads):
+        def replica_fn():
+            # Replica r's gradient is (r + 1) * g: the all-reduced sum is 3 * g.
+            scale = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group + 1, tf.float32)
+            optimizer.apply([scale * g for g in grads], variables)
+        strategy.run(replica_fn)
+
+    for s in range(3):
+        step([tf.constant(g) for g in _variables(s + 1)])
+    single = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)
+    expected_variables = [keras.Variable(v) for v in _variables(0)]
+    single.build(expected_variables)
+    for s in range(3):
+        single.apply([tf.constant(3 * g) for g in _variables(s + 1)], expected_variables)
+    for variable, expected in zip(variables, expected_variables):
+        components = strategy.experimental_local_results(variable.value)
+        assert len(components) == 2
+        for component in components:
+            np.testing.assert_allclose(component.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+    for momentum, expected in zip(optimizer.momentums, single.momentums):
+        for component in strategy.experimental_local_results(momentum.value):
+            np.testing.assert_allclose(component.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_weight_decay_value_and_gradient():
+    w = tf.Variable(np.random.default_rng(1).normal(size=(4, 6)).astype(np.float32))
+    decay = WeightDecay(5e-4)
+    with tf.GradientTape() as tape:
+        value = decay(w)
+    # 0.0005 * ||w||^2 / 2, whose gradient is the paper's 0.0005 * w.
+    assert float(value) == pytest.approx(5e-4 * float(np.sum(w.numpy() ** 2)) / 2, rel=1e-6)
+    np.testing.assert_allclose(tape.gradient(value, w), 5e-4 * w.numpy(), rtol=1e-6)
+    assert float(keras.regularizers.L2(2.5e-4)(w)) == pytest.approx(float(value), rel=1e-6)
+    with pytest.raises(ValueError, match="weight_decay"):
+        WeightDecay(-1.0)
+
+
+def test_model_with_weight_decay_reloads_without_custom_objects(tmp_path):
+    model = build_alexnet(4, image_size=64, conv_filters=(8, 8, 8, 8, 8), fc_units=8, seed=0)
+    path = tmp_path / "alexnet.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    regularizer = reloaded.get_layer("fc6").kernel_regularizer
+    assert isinstance(regularizer, WeightDecay) and regularizer.weight_decay == 5e-4
+    np.testing.assert_allclose(sum(float(l) for l in reloaded.losses), sum(float(l) for l in model.losses),
+                               rtol=1e-6)
+    x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype(np.float32) * 50
+    np.testing.assert_allclose(reloaded(x), model(x), rtol=1e-5, atol=1e-5)
+    # The optimizer round-trips through its config too.
+    restored = MomentumSGD.from_config(MomentumSGD(learning_rate=0.02, momentum=0.8, nesterov=True).get_config())
+    assert (float(restored.learning_rate), restored.momentum, restored.nesterov) == pytest.approx((0.02, 0.8, True))
