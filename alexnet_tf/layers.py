@@ -1,7 +1,8 @@
-"""The two layers AlexNet needs beyond stock Keras: LRN and the two-tower convolution.
+"""The layers AlexNet needs beyond stock Keras: LRN, the two-tower convolution, and a Dense
+whose gradient runs on a faster kernel.
 
-Both compute one fixed function and choose HOW at trace time ("auto"), by what the device's
-kernels do well; every choice is tested equal to the others. Inside `portable_kernels()`
+Each computes one fixed function and chooses HOW at trace time ("auto"), by what the
+device's kernels do well; every choice is tested equal to the others. Inside `portable_kernels()`
 (what the export uses) "auto" picks the plain TensorFlow ops that every runtime has: no
 XLA, no grouped convolution, so TF Serving loads the graph with its default flags.
 """
@@ -61,46 +62,46 @@ def _window_sum(values, depth_radius):
     return tf.add_n([padded[..., k:k + depth] for k in range(2 * depth_radius + 1)])
 
 
-def _negative_power(values, exponent):
-    """values ** -exponent, with the paper's 0.75 as rsqrt(v) * sqrt(rsqrt(v)): XLA's
-    general pow costs 3x more on a CPU."""
+def _power_of_rsqrt(root, exponent):
+    """d ** -exponent from root = d ** -0.5, as root ** (2 * exponent); the paper's 0.75 as
+    root * sqrt(root): XLA's general pow costs 3x more on a CPU."""
     if exponent == 0.75:
-        inverse_root = tf.math.rsqrt(values)
-        return inverse_root * tf.math.sqrt(inverse_root)
+        return root * tf.math.sqrt(root)
     if exponent == 0.5:
-        return tf.math.rsqrt(values)
+        return root
     if exponent == 1.0:
-        return tf.math.reciprocal(values)
-    return tf.pow(values, -exponent)
+        return root * root
+    return tf.pow(root, 2.0 * exponent)
 
 
 @functools.cache
 def _fused_lrn(depth_radius, bias, alpha, beta):
-    """LRN and its gradient as two XLA functions, each one pass over memory.
+    """LRN and its gradient as two XLA functions.
 
-    With d = bias + alpha * window_sum(x^2) and y = x * d^-beta:
+    With d = bias + alpha * window_sum(x^2), r = d^-1/2 and y = x * d^-beta:
       dL/dx = g * d^-beta - 2 * alpha * beta * x * window_sum(g * y / d).
-    TensorFlow's CPU LRNGrad kernel computes a pow per element and window entry; this is
-    ~3x faster on conv1's output and recomputes d from x instead of storing it.
+    The forward also returns r, so the gradient needs no second window sum over x^2 and no
+    roots of its own (r^2 = 1/d). TensorFlow's CPU LRNGrad kernel computes a pow per element
+    and window entry; this is ~3x faster on conv1's output.
     """
-
-    def denominator(x):
-        return bias + alpha * _window_sum(tf.square(x), depth_radius)
 
     @tf.function(jit_compile=True, autograph=False)
     def forward(x):
-        return x * _negative_power(denominator(x), beta)
+        root = tf.math.rsqrt(bias + alpha * _window_sum(tf.square(x), depth_radius))
+        return x * _power_of_rsqrt(root, beta), root
 
     @tf.function(jit_compile=True, autograph=False)
-    def backward(x, upstream):
-        d = denominator(x)
-        scale = _negative_power(d, beta)
-        window = _window_sum(upstream * x * scale / d, depth_radius)
+    def backward(x, root, upstream):
+        scale = _power_of_rsqrt(root, beta)
+        window = _window_sum(upstream * x * scale * (root * root), depth_radius)
         return upstream * scale - (2.0 * alpha * beta) * x * window
 
+    # Not autograph's: converted, the returned gradient function breaks the custom gradient.
+    @tf.autograph.experimental.do_not_convert
     @tf.custom_gradient
     def lrn(x):
-        return forward(x), lambda upstream: backward(x, upstream)
+        outputs, root = forward(x)
+        return outputs, lambda upstream: backward(x, root, upstream)
 
     return lrn
 
@@ -234,7 +235,7 @@ class GroupedConv2D(keras.layers.Conv2D):
       parts, convolve each pair, concatenate. Plain convolutions run on every device;
       on a CPU this is ~3.6x faster than Keras' grouped path, which goes through XLA.
     - "native": one grouped `tf.nn.conv2d` call: cuDNN on a GPU, oneDNN on a CPU (float32
-      and bfloat16; ~5% faster than "towers" for the whole training step: no split and
+      and bfloat16; the whole training step ~2% faster than with "towers": no split and
       concat copies), XLA anywhere. TensorFlow's CPU kernels without oneDNN cannot take
       its gradient.
     - "keras": Keras' own grouped path (kept for comparison in the benchmark).
@@ -300,6 +301,7 @@ class GroupedConv2D(keras.layers.Conv2D):
 # Fully connected
 
 
+@tf.autograph.experimental.do_not_convert
 @tf.custom_gradient
 def _matmul_with_fast_gradient(x, kernel):
     def gradient(upstream):

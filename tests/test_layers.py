@@ -69,6 +69,44 @@ def test_lrn_gradient_matches_the_papers_formula(implementation, depth_radius, b
     np.testing.assert_allclose(grad, _numerical_gradient(paper, a, upstream), rtol=2e-4, atol=2e-5)
 
 
+def test_custom_gradients_survive_autograph(tmp_path):
+    # Called straight from code that autograph converts, the custom-gradient functions must
+    # still give their gradients (converted, their returned gradient closures break). A script
+    # file: autograph does not convert the functions of pytest's rewritten test modules.
+    script = tmp_path / "user_code.py"
+    script.write_text("""
+import numpy as np, tensorflow as tf
+from alexnet_tf import LocalResponseNormalization, layers
+fused_lrn = layers._fused_lrn(2, 2.0, 1e-4, 0.75)
+kernel = tf.random.stateless_normal([4, 3], seed=[5, 6])
+
+@tf.function
+def gradients(images, features, lrn=fused_lrn):
+    with tf.GradientTape() as tape:
+        tape.watch([images, features])
+        loss = tf.reduce_sum(lrn(images)) + tf.reduce_sum(layers._matmul_with_fast_gradient(features, kernel))
+    return tape.gradient(loss, [images, features])
+
+images = tf.random.stateless_uniform([1, 2, 3, 6], seed=[1, 2], maxval=50.0)
+features = tf.random.stateless_normal([2, 4], seed=[3, 4])
+image_grad, feature_grad = gradients(images, features)
+with tf.GradientTape() as tape:
+    tape.watch(images)
+    expected = tape.gradient(tf.reduce_sum(LocalResponseNormalization(implementation="native")(images)), images)
+np.testing.assert_allclose(image_grad, expected, rtol=1e-5, atol=1e-6)
+np.testing.assert_allclose(feature_grad, np.tile(kernel.numpy().sum(axis=1), (2, 1)), rtol=1e-5)
+print("gradients ok")
+""")
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-2:] == ["gradients", "ok"]
+
+
 def test_fused_lrn_equals_tensorflows_kernels_on_conv1_sized_channels():
     # The paper's constants, 96 channels, activations as after conv1's ReLU.
     rng = np.random.default_rng(5)

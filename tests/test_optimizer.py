@@ -107,3 +107,20 @@ def test_model_with_weight_decay_reloads_without_custom_objects(tmp_path):
     # The optimizer round-trips through its config too.
     restored = MomentumSGD.from_config(MomentumSGD(learning_rate=0.02, momentum=0.8, nesterov=True).get_config())
     assert (float(restored.learning_rate), restored.momentum, restored.nesterov) == pytest.approx((0.02, 0.8, True))
+
+
+def test_runs_saved_with_keras_sgd_resume_with_momentum_sgd(tmp_path):
+    # Run directories written before MomentumSGD hold Keras SGD's variables: they restore.
+    variables = [keras.Variable(v) for v in _variables(0)]
+    old = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)
+    old.apply([tf.constant(g) for g in _variables(1)], variables)
+    path = tf.train.Checkpoint(optimizer=old, weights=variables).write(str(tmp_path / "ckpt"))
+
+    restored_variables = [keras.Variable(np.zeros_like(v)) for v in _variables(0)]
+    new = MomentumSGD(learning_rate=0.5, momentum=0.9)
+    new.build(restored_variables)
+    status = tf.train.Checkpoint(optimizer=new, weights=restored_variables).read(path)
+    status.assert_existing_objects_matched()
+    for new_momentum, old_momentum in zip(new.momentums, old.momentums):
+        np.testing.assert_array_equal(new_momentum.numpy(), old_momentum.numpy())
+    assert int(new.iterations.numpy()) == 1 and float(new.learning_rate) == pytest.approx(0.1)
