@@ -76,8 +76,9 @@ def seconds_per_call(fn, calls):
     return (time.perf_counter() - start) / calls
 
 
-def _build_stock(build_kwargs, weight_decay):
-    """The same network on stock kernels, with Keras' own L2 regularizer and SGD."""
+def _build_stock(build_kwargs):
+    """The same network on stock kernels, with Keras' own L2 regularizer (the same value as
+    the model's `WeightDecay`) and SGD."""
     import keras
 
     from alexnet_tf.model import build_alexnet
@@ -85,7 +86,7 @@ def _build_stock(build_kwargs, weight_decay):
     model = build_alexnet(**build_kwargs, grouped_conv="towers", lrn_implementation="native")
     for variable in model.trainable_variables:
         if variable.regularizer is not None:
-            variable.regularizer = keras.regularizers.L2(weight_decay / 2.0)
+            variable.regularizer = keras.regularizers.L2(variable.regularizer.weight_decay / 2.0)
     return model, keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
 
 
@@ -105,7 +106,7 @@ def main(argv):
     steps = {"train step": make_train_step(model, MomentumSGD(learning_rate=0.01, momentum=0.9),
                                            **step_kwargs)}
     if _STOCK.value:
-        stock_model, stock_optimizer = _build_stock(build_kwargs, weight_decay=5e-4)
+        stock_model, stock_optimizer = _build_stock(build_kwargs)
         steps["stock kernels"] = make_train_step(stock_model, stock_optimizer, **step_kwargs)
     for fn in (matmul, *steps.values()):  # compile and warm up
         seconds_per_call(fn, 2)

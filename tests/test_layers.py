@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -97,10 +101,6 @@ np.testing.assert_allclose(image_grad, expected, rtol=1e-5, atol=1e-6)
 np.testing.assert_allclose(feature_grad, np.tile(kernel.numpy().sum(axis=1), (2, 1)), rtol=1e-5)
 print("gradients ok")
 """)
-    import os
-    import subprocess
-    import sys
-
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -277,10 +277,6 @@ grads = gradients(x)
 print(layers._cpu_trains_grouped_conv(tf.float32), model.get_layer("conv2")._resolved_implementation(),
       all(bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads))
 """
-    import os
-    import subprocess
-    import sys
-
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                             timeout=300, check=True, cwd=str(tmp_path))
