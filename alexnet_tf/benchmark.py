@@ -5,7 +5,8 @@ r"""Training-step speed of the paper's model against this machine's matmul rate.
 Prints the seconds per SGD step, the FLOP/s it reaches (`count_training_flops`: forward,
 and the weight and input gradients except conv1's input gradient) and the FLOP/s of a large
 float32 matmul measured in the same process, the machine's reachable limit, and their ratio.
-The step is the training library's: `MomentumSGD`, `WeightDecay`, and the layers'
+The step is the training library's: `MomentumSGD` applying the model's `WeightDecay`
+inside its update (--nofold_weight_decay: through the tape instead), and the layers'
 "auto" kernels. With --stock (the default) the same network is also timed on stock
 kernels, as a baseline in the same process: TensorFlow's LRN and LRNGrad, two-tower
 convolutions, Keras' L2 regularizer and SGD.
@@ -29,6 +30,9 @@ _LRN_IMPLEMENTATION = flags.DEFINE_enum(
     "How LRN runs (LocalResponseNormalization implementation).",
 )
 _LRN = flags.DEFINE_bool("lrn", True, "Build the model with LRN (--nolrn: identities, an ablation).")
+_FOLD_WEIGHT_DECAY = flags.DEFINE_bool(
+    "fold_weight_decay", True, "Apply the weight decay inside MomentumSGD's update, as the "
+    "training library does (--nofold_weight_decay: through the tape, as an L2 term).")
 _STOCK = flags.DEFINE_bool("stock", True, "Also time the step on stock kernels (the baseline).")
 _JIT_COMPILE = flags.DEFINE_bool("jit_compile", False, "Compile the step with XLA.")
 _MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 4096, "Side of the reference matmul.")
@@ -49,9 +53,12 @@ def make_matmul(size):
 
 
 def make_train_step(model, optimizer, *, batch_size, image_size, jit_compile):
-    """() -> None: one step of `optimizer` on `model` (loss plus `model.losses`), random data."""
+    """() -> None: one step of `optimizer` on `model` (loss plus `model.losses`, unless the
+    optimizer applies them itself), random data."""
     import tensorflow as tf
     import keras
+
+    from alexnet_tf.optimizer import losses_to_differentiate
 
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     images = tf.random.uniform([batch_size, image_size, image_size, 3], -128.0, 128.0)
@@ -60,7 +67,10 @@ def make_train_step(model, optimizer, *, batch_size, image_size, jit_compile):
     @tf.function(jit_compile=jit_compile)
     def train_step(x, y):
         with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True)) + tf.add_n(model.losses)
+            loss = loss_fn(y, model(x, training=True))
+            regularization = losses_to_differentiate(model, optimizer)
+            if regularization:
+                loss += tf.add_n(regularization)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply(grads, model.trainable_variables)
         return loss
@@ -103,8 +113,8 @@ def main(argv):
                           lrn_implementation=_LRN_IMPLEMENTATION.value)
     step_flops = count_training_flops(model, batch_size=_BATCH_SIZE.value)
     matmul, matmul_flops = make_matmul(_MATMUL_SIZE.value)
-    steps = {"train step": make_train_step(model, MomentumSGD(learning_rate=0.01, momentum=0.9),
-                                           **step_kwargs)}
+    optimizer = MomentumSGD(learning_rate=0.01, momentum=0.9, fold_weight_decay=_FOLD_WEIGHT_DECAY.value)
+    steps = {"train step": make_train_step(model, optimizer, **step_kwargs)}
     if _STOCK.value:
         stock_model, stock_optimizer = _build_stock(build_kwargs)
         steps["stock kernels"] = make_train_step(stock_model, stock_optimizer, **step_kwargs)

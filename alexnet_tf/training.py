@@ -28,7 +28,7 @@ import keras
 from alexnet_tf import evaluation, runs
 from alexnet_tf import strategy as strategies
 from alexnet_tf.model import build_alexnet
-from alexnet_tf.optimizer import MomentumSGD
+from alexnet_tf.optimizer import MomentumSGD, folds_every_loss, losses_to_differentiate
 from alexnet_tf.plateau import PlateauSchedule
 
 logger = logging.getLogger(__name__)
@@ -276,9 +276,10 @@ def _make_steps(*, model, optimizer, strategy, config, num_classes):
             logits = tf.cast(model(images, training=True), tf.float32)
             per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=config.batch_size)
-            if model.losses:
-                # The paper's weight decay (an L2 term), counted once across replicas.
-                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            regularization = losses_to_differentiate(model, optimizer)
+            if regularization:  # Empty when the optimizer applies the paper's decay itself.
+                # Counted once across replicas (the replicas' gradients are summed).
+                loss += tf.nn.scale_regularization_loss(tf.add_n(regularization))
             scaled = optimizer.scale_loss(loss) if loss_scaled else loss
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply(grads, model.trainable_variables)
@@ -463,7 +464,9 @@ def _build(config, strategy, num_classes):
         kwargs = _build_kwargs(config, num_classes)
         kwargs["conv_filters"] = tuple(kwargs["conv_filters"])
         model = build_alexnet(**kwargs, seed=config.seed)
-        optimizer = MomentumSGD(learning_rate=config.learning_rate, momentum=config.momentum)
+        # The paper's weight decay inside the update, one pass over the weights (optimizer.py).
+        optimizer = MomentumSGD(learning_rate=config.learning_rate, momentum=config.momentum,
+                                fold_weight_decay=folds_every_loss(model))
         if config.mixed_precision == "float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)

@@ -4,6 +4,7 @@ import tensorflow as tf
 import keras
 
 from alexnet_tf import MIN_IMAGE_SIZE, MomentumSGD, build_alexnet
+from alexnet_tf.optimizer import losses_to_differentiate
 
 PAPER_LAYER_NAMES = ["conv1", "norm1", "pool1", "conv2", "norm2", "pool2", "conv3", "conv4",
                      "conv5", "pool5", "fc6", "drop6", "fc7", "drop7", "fc8"]
@@ -103,19 +104,30 @@ def test_logits_out_and_float32_under_mixed_precision():
     assert model.layers[-1].activation.__name__ == "linear"
 
 
-@pytest.mark.parametrize("optimizer_class", [keras.optimizers.SGD, MomentumSGD])
-def test_one_sgd_step_is_the_papers_update_rule(optimizer_class):
+@pytest.mark.parametrize("optimizer_class,fold", [(keras.optimizers.SGD, False), (MomentumSGD, False),
+                                                  (MomentumSGD, True)])
+def test_one_sgd_step_is_the_papers_update_rule(optimizer_class, fold):
     """v <- 0.9 v - 0.0005 lr w - lr dL/dw ; w <- w + v (Section 5), over two steps."""
     # A decay larger than the paper's 0.0005 so its term (decay * lr * w ~ 5e-5) stands far
     # above float32 noise; the rule is the same.
     lr, momentum, decay = 0.1, 0.9, 0.05
     model = build_alexnet(5, image_size=64, dropout=0.0, weight_decay=decay, seed=1, **TINY)
-    model.compile(optimizer=optimizer_class(learning_rate=lr, momentum=momentum),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    kwargs = dict(fold_weight_decay=True) if fold else {}
+    optimizer = optimizer_class(learning_rate=lr, momentum=momentum, **kwargs)
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4, 64, 64, 3)).astype(np.float32) * 30
     y = np.array([0, 1, 2, 3], np.int32)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def training_library_step():  # the training library's: the optimizer applies the decay
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+            regularization = losses_to_differentiate(model, optimizer)
+            if regularization:
+                loss += tf.add_n(regularization)
+        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
 
     def data_gradients():
         with tf.GradientTape() as tape:
@@ -132,7 +144,10 @@ def test_one_sgd_step_is_the_papers_update_rule(optimizer_class):
                     for v, d, w, g in zip(velocity, decays, weights, grads)]
         without_decay = [w + momentum * v - lr * g for w, v, g in zip(weights, velocity, grads)]
         weights = [w + v for w, v in zip(weights, velocity)]
-        model.train_on_batch(x, y)
+        if fold:
+            training_library_step()
+        else:
+            model.train_on_batch(x, y)
         for expected, variable in zip(weights, model.trainable_variables):
             np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-4, atol=1e-7)
         # The decay term is really there: fc6's kernel is not what the data alone gives.
