@@ -224,6 +224,39 @@ def _cpu_trains_grouped_conv(dtype):
     return True
 
 
+@functools.cache
+def _conv_bias_relu(strides, padding):
+    """relu(conv2d(x, kernel) + bias) whose bias gradient is a plain reduction.
+
+    The forward is the ops TensorFlow fuses into one oneDNN convolution; the gradient is
+    TensorFlow's own (ReluGrad, then Conv2DBackpropInput and Conv2DBackpropFilter) except
+    that the bias gradient is a Sum its graph rewriter leaves alone: it otherwise fuses it
+    into the filter gradient, which oneDNN then runs slower (conv1 at batch 64: 50 vs 42 ms
+    for filter and bias gradients).
+    """
+    strides_4d = [1, *strides, 1]
+
+    @tf.autograph.experimental.do_not_convert
+    @tf.custom_gradient
+    def conv_bias_relu(x, kernel, bias):
+        outputs = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, kernel, strides_4d, padding), bias))
+
+        def gradient(upstream):
+            pre_activation = tf.raw_ops.ReluGrad(gradients=upstream, features=outputs)
+            input_gradient = tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.shape(x), filter=kernel, out_backprop=pre_activation,
+                strides=strides_4d, padding=padding)
+            kernel_gradient = tf.raw_ops.Conv2DBackpropFilter(
+                input=x, filter_sizes=tf.shape(kernel), out_backprop=pre_activation,
+                strides=strides_4d, padding=padding)
+            bias_gradient = tf.reduce_sum(tf.reshape(pre_activation, [-1, bias.shape[0]]), axis=0)
+            return input_gradient, kernel_gradient, bias_gradient
+
+        return outputs, gradient
+
+    return conv_bias_relu
+
+
 @keras.saving.register_keras_serializable(package="alexnet_tf")
 class GroupedConv2D(keras.layers.Conv2D):
     """A `Conv2D(groups=g)` computed as the paper's g towers (one convolution per group).
@@ -242,6 +275,10 @@ class GroupedConv2D(keras.layers.Conv2D):
     - "keras": Keras' own grouped path (kept for comparison in the benchmark).
     - "auto": "native" on a GPU, and on a CPU whose kernels were seen to train a grouped
       convolution in the compute dtype; "towers" otherwise and inside `portable_kernels()`.
+
+    A single convolution ("native", or groups=1) with bias and ReLU on a CPU takes its
+    gradient from `_conv_bias_relu`: TensorFlow's, with the bias gradient left unfused
+    (the whole step ~3% faster).
 
     Args:
       implementation: "auto", "towers" or "native".
@@ -274,6 +311,15 @@ class GroupedConv2D(keras.layers.Conv2D):
                 return "native"
             return "towers"
         return self.implementation
+
+    def call(self, inputs):
+        if (self._resolved_implementation() == "native" and not _portable() and not _has_gpu()
+                and self.use_bias and self.activation is keras.activations.relu
+                and tuple(self.dilation_rate) == (1, 1)):
+            # One convolution on a CPU: the same function, with the bias gradient unfused.
+            return _conv_bias_relu(tuple(self.strides), self.padding.upper())(
+                inputs, tf.convert_to_tensor(self.kernel), tf.convert_to_tensor(self.bias))
+        return super().call(inputs)
 
     def convolution_op(self, inputs, kernel):
         conv = lambda x, k: tf.nn.conv2d(  # noqa: E731

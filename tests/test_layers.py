@@ -83,6 +83,8 @@ import numpy as np, tensorflow as tf
 from alexnet_tf import LocalResponseNormalization, layers
 fused_lrn = layers._fused_lrn(2, 2.0, 1e-4, 0.75)
 kernel = tf.random.stateless_normal([4, 3], seed=[5, 6])
+conv = layers._conv_bias_relu((1, 1), "SAME")
+conv_kernel = tf.random.stateless_normal([3, 3, 6, 2], seed=[7, 8])
 
 @tf.function
 def gradients(images, features, lrn=fused_lrn):
@@ -91,9 +93,20 @@ def gradients(images, features, lrn=fused_lrn):
         loss = tf.reduce_sum(lrn(images)) + tf.reduce_sum(layers._matmul_with_fast_gradient(features, kernel))
     return tape.gradient(loss, [images, features])
 
+@tf.function
+def conv_gradient(images):
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        loss = tf.reduce_sum(conv(images, conv_kernel, tf.constant([0.5, -0.5])))
+    return tape.gradient(loss, images)
+
 images = tf.random.stateless_uniform([1, 2, 3, 6], seed=[1, 2], maxval=50.0)
 features = tf.random.stateless_normal([2, 4], seed=[3, 4])
 image_grad, feature_grad = gradients(images, features)
+with tf.GradientTape() as tape:
+    tape.watch(images)
+    expected = tape.gradient(tf.reduce_sum(tf.nn.relu(tf.nn.conv2d(images, conv_kernel, 1, "SAME") + [0.5, -0.5])), images)
+np.testing.assert_allclose(conv_gradient(images), expected, rtol=1e-5, atol=1e-5)
 with tf.GradientTape() as tape:
     tape.watch(images)
     expected = tape.gradient(tf.reduce_sum(LocalResponseNormalization(implementation="native")(images)), images)
@@ -310,3 +323,44 @@ def test_dense_gradients_equal_keras_dense():
     np.testing.assert_allclose(fast(x3), reference(x3), rtol=1e-5, atol=1e-6)
     with portable_kernels():
         np.testing.assert_allclose(fast(x), reference(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,input_shape,dtype", [
+    (dict(filters=8, kernel_size=11, strides=4, padding="valid"), (2, 31, 31, 3), "float32"),  # conv1's shape
+    (dict(filters=6, kernel_size=3, padding="same", groups=2), (2, 7, 5, 4), "float32"),
+    (dict(filters=6, kernel_size=5, padding="same"), (2, 9, 9, 4), "bfloat16"),
+])
+def test_conv_with_relu_and_unfused_bias_gradient_equals_keras_conv2d(kwargs, input_shape, dtype):
+    if not layers._cpu_trains_grouped_conv(tf.as_dtype(dtype)) and kwargs.get("groups", 1) > 1:
+        pytest.skip(f"this CPU's kernels do not train grouped {dtype} convolutions")
+    rng = np.random.default_rng(11)
+    x = tf.constant(rng.normal(size=input_shape), dtype)
+    fast = GroupedConv2D(activation="relu", dtype=dtype, **kwargs)
+    reference = keras.layers.Conv2D(activation="relu", dtype=dtype, **kwargs)
+    fast.build(x.shape)
+    reference.build(x.shape)
+    # A bias that moves the ReLU's threshold, so the masks matter.
+    fast.set_weights([rng.normal(size=w.shape).astype(np.float32) * 0.3 for w in fast.get_weights()])
+    reference.set_weights(fast.get_weights())
+    # The fast path really runs: its custom gradient shows as an IdentityN in the graph.
+    def op_types():
+        return {op.type for op in tf.function(fast.__call__).get_concrete_function(x).graph.get_operations()}
+    assert "IdentityN" in op_types()
+    with portable_kernels():
+        assert "IdentityN" not in op_types()
+    tolerance = 1e-5 if dtype == "float32" else 3e-2
+    weights = tf.constant(rng.normal(size=fast.compute_output_shape(x.shape)[1:]), tf.float32)
+    for graph_mode in (True, False):
+        results = []
+        for layer in (fast, reference):
+            def run(x, layer=layer):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = layer(x)
+                    loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+                return [y, *tape.gradient(loss, [x, layer.kernel, layer.bias])]
+            run = tf.function(run) if graph_mode else run
+            results.append([tf.cast(t, tf.float64).numpy() for t in run(x)])
+        for actual, expected in zip(*results):
+            assert np.abs(expected).max() > 0
+            np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance)
