@@ -194,6 +194,15 @@ class LocalResponseNormalization(keras.layers.Layer):
 # Grouped convolution
 
 
+def _conv_backprop(x, kernel, upstream, strides, padding):
+    """(dL/dx, dL/dkernel) of conv2d(x, kernel) from dL/dy, TensorFlow's two kernels."""
+    input_gradient = tf.raw_ops.Conv2DBackpropInput(
+        input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream, strides=strides, padding=padding)
+    kernel_gradient = tf.raw_ops.Conv2DBackpropFilter(
+        input=x, filter_sizes=tf.shape(kernel), out_backprop=upstream, strides=strides, padding=padding)
+    return input_gradient, kernel_gradient
+
+
 @functools.cache
 def _cpu_trains_grouped_conv(dtype):
     """Whether this process's CPU kernels run a grouped convolution AND its gradients.
@@ -210,10 +219,7 @@ def _cpu_trains_grouped_conv(dtype):
     def probe(x, kernel, upstream):
         strides, padding = [1, 1, 1, 1], "SAME"
         y = tf.nn.conv2d(x, kernel, strides=strides, padding=padding)
-        input_gradient = tf.raw_ops.Conv2DBackpropInput(
-            input_sizes=tf.shape(x), filter=kernel, out_backprop=upstream, strides=strides, padding=padding)
-        kernel_gradient = tf.raw_ops.Conv2DBackpropFilter(
-            input=x, filter_sizes=tf.shape(kernel), out_backprop=upstream, strides=strides, padding=padding)
+        input_gradient, kernel_gradient = _conv_backprop(x, kernel, upstream, strides, padding)
         return tf.reduce_sum(y) + tf.reduce_sum(input_gradient) + tf.reduce_sum(kernel_gradient)
 
     with tf.init_scope(), tf.device("/CPU:0"):
@@ -243,12 +249,7 @@ def _conv_bias_relu(strides, padding):
 
         def gradient(upstream):
             pre_activation = tf.raw_ops.ReluGrad(gradients=upstream, features=outputs)
-            input_gradient = tf.raw_ops.Conv2DBackpropInput(
-                input_sizes=tf.shape(x), filter=kernel, out_backprop=pre_activation,
-                strides=strides_4d, padding=padding)
-            kernel_gradient = tf.raw_ops.Conv2DBackpropFilter(
-                input=x, filter_sizes=tf.shape(kernel), out_backprop=pre_activation,
-                strides=strides_4d, padding=padding)
+            input_gradient, kernel_gradient = _conv_backprop(x, kernel, pre_activation, strides_4d, padding)
             bias_gradient = tf.reduce_sum(tf.reshape(pre_activation, [-1, bias.shape[0]]), axis=0)
             return input_gradient, kernel_gradient, bias_gradient
 

@@ -83,16 +83,10 @@ class MomentumSGD(keras.optimizers.SGD):
         super().__init__(*args, **kwargs)
         self.fold_weight_decay = bool(fold_weight_decay)
 
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        # Read here: update_step sees TensorFlow's variables, which carry no regularizer.
-        self._weight_decays = [_weight_decay(v) if self.fold_weight_decay else 0.0 for v in variables]
-
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
-        weight_decay = self._weight_decays[index]
+        # `variable` is TensorFlow's, which carries no regularizer; the Keras one does.
+        weight_decay = _weight_decay(self._trainable_variables[index]) if self.fold_weight_decay else 0.0
         if not weight_decay and (self.momentum == 0 or isinstance(gradient, tf.IndexedSlices)):
             return super().update_step(gradient, variable, learning_rate)
         momentum = self.momentums[index].value if self.momentum else None
