@@ -3,7 +3,7 @@
 import tensorflow as tf
 import keras
 
-from alexnet_tf.layers import Dense, GroupedConv2D, LocalResponseNormalization
+from alexnet_tf.layers import LRN_ALPHA, LRN_BIAS, Dense, GroupedConv2D, LocalResponseNormalization
 from alexnet_tf.optimizer import WeightDecay
 
 # Section 5 of the paper: weights ~ N(0, 0.01); biases 1 in conv2, conv4, conv5 and the
@@ -14,12 +14,16 @@ _PAPER_UNIT_BIAS_LAYERS = frozenset({"conv2", "conv4", "conv5", "fc6", "fc7"})
 
 INITS = ("paper", "he")
 
+# The layers with weights, in order (Caffe's bvlc_alexnet names them the same).
+WEIGHTED_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
 # The paper's widths (both GPU halves together), Section 3.5.
 PAPER_CONV_FILTERS = (96, 256, 384, 384, 256)
 PAPER_FC_UNITS = 4096
 
 # conv1 is an 11x11 stride-4 VALID convolution: 224 + 1 + 2 = 227 gives the paper's 55x55.
-_CONV1_PADDING = (1, 2)
+# (Caffe's bvlc_alexnet takes 227-px crops and pads nothing: conv1_padding=(0, 0).)
+PAPER_CONV1_PADDING = (1, 2)
 # The smallest input for which pool5 is still at least 1x1: (64 + 3 - 11) / 4 + 1 = 15,
 # pool1 -> 7, pool2 -> 3, pool5 -> 1.
 MIN_IMAGE_SIZE = 64
@@ -44,6 +48,9 @@ def build_alexnet(
     groups=2,
     dropout=0.5,
     lrn=True,
+    lrn_bias=LRN_BIAS,
+    lrn_alpha=LRN_ALPHA,
+    conv1_padding=PAPER_CONV1_PADDING,
     weight_decay=5e-4,
     init="paper",
     conv_filters=PAPER_CONV_FILTERS,
@@ -63,6 +70,11 @@ def build_alexnet(
         1 connects every layer to all of the previous one.
       dropout: rate after fc6 and fc7 (0.5 in the paper).
       lrn: whether norm1 and norm2 normalise (False makes them identities, for ablations).
+      lrn_bias: the LRN's k (the paper's 2; Caffe's bvlc_alexnet uses 1).
+      lrn_alpha: the LRN's alpha, multiplying the plain sum of squares (the paper's 1e-4;
+        Caffe's prototxt 1e-4 is divided by the window of 5, i.e. 2e-5 here).
+      conv1_padding: (before, after) zeros added to each spatial side of the input before
+        conv1 (the paper's (1, 2) makes 224 the 227 that gives 55x55; (0, 0) for 227 input).
       weight_decay: the paper's decay: an L2 term whose gradient is `weight_decay * w` on
         every kernel, so it enters the momentum exactly as in the paper's update rule.
       init: "paper" (N(0, 0.01), unit biases in conv2/4/5, fc6/7) or "he".
@@ -96,6 +108,14 @@ def build_alexnet(
                 f"Expected the kernels of {layer_name} to be divisible by groups={groups}. "
                 f"Received: {channels}"
             )
+    conv1_padding = tuple(int(p) for p in conv1_padding)
+    if len(conv1_padding) != 2 or min(conv1_padding) < 0:
+        raise ValueError(f"Expected conv1_padding to be two integers >= 0. Received: {conv1_padding}")
+    if image_size + sum(conv1_padding) < MIN_IMAGE_SIZE + sum(PAPER_CONV1_PADDING):
+        raise ValueError(
+            f"Expected image_size + conv1 padding >= {MIN_IMAGE_SIZE + sum(PAPER_CONV1_PADDING)}, "
+            f"the smallest input that leaves pool5 at least 1x1. Received: image_size={image_size}, "
+            f"conv1_padding={conv1_padding}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"Expected 0 <= dropout < 1. Received: dropout={dropout}")
 
@@ -131,7 +151,8 @@ def build_alexnet(
 
     def norm(layer_name):
         if lrn:
-            return LocalResponseNormalization(implementation=lrn_implementation, name=layer_name)
+            return LocalResponseNormalization(bias=lrn_bias, alpha=lrn_alpha,
+                                              implementation=lrn_implementation, name=layer_name)
         return keras.layers.Identity(name=layer_name)
 
     def pool(layer_name):
@@ -139,7 +160,7 @@ def build_alexnet(
         return keras.layers.MaxPooling2D(pool_size=3, strides=2, name=layer_name)
 
     images = keras.Input(shape=(image_size, image_size, 3), name="images")
-    x = keras.layers.ZeroPadding2D((_CONV1_PADDING, _CONV1_PADDING), name="pad1")(images)
+    x = keras.layers.ZeroPadding2D((conv1_padding, conv1_padding), name="pad1")(images)
     x = conv("conv1", conv_filters[0], 11, strides=4, padding="valid")(x)
     x = norm("norm1")(x)
     x = pool("pool1")(x)
@@ -161,6 +182,15 @@ def build_alexnet(
     if logits.dtype != "float32":
         logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
     return keras.Model(images, logits, name=name)
+
+
+def feature_model(model, layer_name="fc7"):
+    """A model sharing `model`'s layers that maps its images to `layer_name`'s output (fc7:
+    the 4096-d features after ReLU that the paper's Section 6.1 compares), float32."""
+    features = model.get_layer(layer_name).output
+    if features.dtype != "float32":
+        features = keras.layers.Activation("linear", dtype="float32", name=f"{layer_name}_float32")(features)
+    return keras.Model(model.input, features, name=f"{model.name}_{layer_name}")
 
 
 def _layer_flops(model):

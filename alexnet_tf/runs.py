@@ -5,6 +5,7 @@ training mean); evaluation, export and prediction rebuild the same network from 
 restore a checkpoint into it.
 """
 
+import inspect
 import json
 import os
 
@@ -17,12 +18,27 @@ CHECKPOINTS_DIR = "checkpoints"
 BACKUP_DIR = "backup"
 
 
-def write_model_spec(model_dir, *, build_kwargs, class_names, statistics):
+# What a spec records of `build_alexnet`'s arguments: all but the kernel choices and seed.
+# A spec written before an argument existed gets that argument's default.
+_SPEC_DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(build_alexnet).parameters.items()
+                  if name not in ("grouped_conv", "lrn_implementation", "seed", "name")}
+
+
+def complete_build_kwargs(kwargs):
+    """`build_alexnet` arguments with every recorded one present (defaults filled in) and
+    JSON lists back to tuples."""
+    given = {key: tuple(value) if isinstance(value, list) else value for key, value in kwargs.items()}
+    return {**_SPEC_DEFAULTS, **given}
+
+
+def write_model_spec(model_dir, *, build_kwargs, class_names, statistics, extra=None):
+    """Writes model_spec.json; `extra` adds keys (e.g. where imported weights came from)."""
     from pipelines import schema
 
     os.makedirs(model_dir, exist_ok=True)
     schema.write_json_atomically(os.path.join(model_dir, MODEL_SPEC_FILE), {
-        "build_alexnet": build_kwargs,
+        **(extra or {}),
+        "build_alexnet": complete_build_kwargs(build_kwargs),
         "class_names": list(class_names),
         "rgb_mean": list(statistics.rgb_mean),
         "rgb_eigval": list(statistics.rgb_eigval),
@@ -59,12 +75,21 @@ def latest_checkpoint(model_dir):
     raise FileNotFoundError(f"No checkpoint in {model_dir}/{CHECKPOINTS_DIR} or /{BACKUP_DIR}.")
 
 
+def build_kwargs_of(spec):
+    """The `build_alexnet` arguments of a model spec."""
+    return complete_build_kwargs(spec["build_alexnet"])
+
+
+def has_checkpoint(model_dir):
+    """Whether model_dir holds an epoch checkpoint or a backup."""
+    return any(tf.train.get_checkpoint_state(os.path.join(model_dir, folder))
+               for folder in (CHECKPOINTS_DIR, BACKUP_DIR))
+
+
 def load_model(model_dir, checkpoint=None):
     """(model with restored weights, model spec, checkpoint path) of a run directory."""
     spec = read_model_spec(model_dir)
-    kwargs = dict(spec["build_alexnet"])
-    kwargs["conv_filters"] = tuple(kwargs["conv_filters"])
-    model = build_alexnet(**kwargs)
+    model = build_alexnet(**build_kwargs_of(spec))
     path = checkpoint or latest_checkpoint(model_dir)
     tf.train.Checkpoint(model=model).read(path).expect_partial()
     return model, spec, path
