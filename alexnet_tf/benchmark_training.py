@@ -29,14 +29,16 @@ def measure(config, *, steps):
     """Images/s of `steps` training steps of `config` (after two warm-up steps)."""
     import tensorflow as tf
 
+    from alexnet_tf import inputs, training
+    from alexnet_tf import steps as training_steps
     from alexnet_tf import strategy as strategies
-    from alexnet_tf import training
 
     strategy = strategies.create_strategy(config.strategy)
-    data = training._resolve_data(config)  # pylint: disable=protected-access
-    model, optimizer, _ = training._build(config, strategy, data.num_classes)  # pylint: disable=protected-access
+    data = inputs.resolve_data(config)
+    model, optimizer, _ = training.build_training_objects(
+        config, strategy, training.model_kwargs(config, data.num_classes))
     iterator = iter(data.train_fn(tf.distribute.InputContext(1, 0, 1)))
-    train_steps, _ = training._make_steps(  # pylint: disable=protected-access
+    train_steps, _ = training_steps.make_steps(
         model=model, optimizer=optimizer, strategy=strategy, config=config, num_classes=data.num_classes)
     one = tf.constant(1)
     for _ in range(2):

@@ -1,9 +1,13 @@
-r"""Exports a run's checkpoint as a versioned SavedModel for TF Serving.
+r"""Exports a run's checkpoint as a versioned SavedModel for TF Serving, or its weights as a
+bvlc_alexnet .npy.
 
     python -m alexnet_tf.export --model_dir=runs/alexnet [--export_dir=DIR] [--version=N]
+    python -m alexnet_tf.export --model_dir=runs/alexnet --format=npy [--output=FILE]
 
 Writes export_dir/<version> (default: model_dir/export, the next integer version)
-atomically; an existing version is an error unless --overwrite.
+atomically; an existing version is an error unless --overwrite. --format=npy writes the
+caffe-tensorflow layout ('conv1'..'fc8' -> [kernel, bias], conv1 in Caffe's BGR order) that
+other tools and alexnet_tf.import_weights read (default: model_dir/alexnet_weights.npy).
 """
 
 import os
@@ -18,6 +22,26 @@ _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Base folder TF Serving wa
 _VERSION = flags.DEFINE_integer("version", None, "Version number (default: the next).", lower_bound=1)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing version.")
 _MAX_PIXELS = flags.DEFINE_integer("max_pixels", 64_000_000, "Largest width x height accepted.", lower_bound=1)
+_FORMAT = flags.DEFINE_enum("format", "saved_model", ["saved_model", "npy"],
+                            "saved_model: for TF Serving; npy: the weights in the bvlc_alexnet layout.")
+_OUTPUT = flags.DEFINE_string("output", None, "With --format=npy: the file (default: model_dir/alexnet_weights.npy).")
+
+
+def _export_npy(model, spec, checkpoint):
+    from alexnet_tf import caffe
+
+    path = _OUTPUT.value or os.path.join(_MODEL_DIR.value, "alexnet_weights.npy")
+    if os.path.exists(path) and not _OVERWRITE.value:
+        print(f"ERROR: {path} exists. Pass --overwrite to replace it, or another --output.", file=sys.stderr)
+        return 1
+    caffe.write_npy_weights(path, caffe.caffe_weights_of(model))
+    print(f"Wrote the weights of {checkpoint} to {path}")
+    differences = caffe.differences_from_caffe(spec["build_alexnet"])
+    if differences:
+        print(f"WARNING: this model differs from Caffe's bvlc_alexnet in {', '.join(differences)}: the "
+              "file holds its weights, but Caffe's network (and alexnet_tf.import_weights) computes "
+              "another function with them.", file=sys.stderr)
+    return 0
 
 
 def main(argv):
@@ -27,6 +51,8 @@ def main(argv):
 
     try:
         model, spec, checkpoint = runs.load_model(_MODEL_DIR.value, _CHECKPOINT.value)
+        if _FORMAT.value == "npy":
+            return _export_npy(model, spec, checkpoint)
         path = exporting.export_model(
             model, export_dir=_EXPORT_DIR.value or os.path.join(_MODEL_DIR.value, "export"),
             class_names=spec.get("class_names", ()), statistics=runs.statistics_of(spec),

@@ -68,6 +68,19 @@ _PLATEAU_MIN_DELTA = flags.DEFINE_float("plateau_min_delta", 0.0, "Smallest top-
 _PLATEAU_COOLDOWN = flags.DEFINE_integer("plateau_cooldown", 0, "Epochs after a reduction without another.", lower_bound=0)
 _MAX_LR_REDUCTIONS = flags.DEFINE_integer("max_lr_reductions", 3, "Reductions before training stops (the paper: 3).", lower_bound=0)
 
+# Fine-tuning (alexnet_tf.finetuning).
+_INIT_FROM = flags.DEFINE_string(
+    "init_from", None,
+    "Start a new run from these weights: a run directory (of alexnet_tf.train or "
+    "alexnet_tf.import_weights) or a bvlc_alexnet .npy. The architecture flags must match the "
+    "weights'; the input mean is theirs. A rerun resumes from --model_dir's own checkpoints.")
+_REINIT_LAYERS = flags.DEFINE_list(
+    "reinit_layers", ["fc8"], "With --init_from: layers given fresh weights instead of copied ones "
+    "(fc8 is rebuilt for the data's classes).")
+_FREEZE_LAYERS = flags.DEFINE_list(
+    "freeze_layers", [], "Layers that do not train: no gradient, no weight decay, no optimizer "
+    "slots (e.g. conv1,conv2,conv3,conv4,conv5).")
+
 # Machinery.
 _STRATEGY = flags.DEFINE_enum("strategy", "auto", ["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"],
                               "auto: MultiWorker with a TF_CONFIG cluster, Mirrored over GPUs, else default.")
@@ -219,6 +232,9 @@ def main(argv):
         plateau_min_delta=_PLATEAU_MIN_DELTA.value,
         plateau_cooldown=_PLATEAU_COOLDOWN.value,
         max_lr_reductions=_MAX_LR_REDUCTIONS.value,
+        init_from=_INIT_FROM.value,
+        reinit_layers=tuple(_REINIT_LAYERS.value),
+        freeze_layers=tuple(_FREEZE_LAYERS.value),
         strategy=_STRATEGY.value,
         num_virtual_cpus=_NUM_VIRTUAL_CPUS.value,
         mixed_precision=_MIXED_PRECISION.value,

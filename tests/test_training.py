@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import training
+from alexnet_tf import summaries, training
 from alexnet_tf.plateau import PlateauSchedule
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -216,7 +216,7 @@ def test_tensorboard_summaries(tmp_path, tiny_dataset):
 def test_conv1_filter_grid_shows_every_kernel():
     from alexnet_tf import build_alexnet
 
-    grid = training.conv1_filter_grid(build_alexnet(10, image_size=64, fc_units=16))
+    grid = summaries.conv1_filter_grid(build_alexnet(10, image_size=64, fc_units=16))
     # 96 kernels of 11x11x3 in 4 rows of 24 (groups of 48 in two row pairs), 1-px gaps.
     assert grid.shape == (1, 4 * 12 - 1, 24 * 12 - 1, 3)
     assert grid.min() >= 0.0 and grid.max() <= 1.0

@@ -1,0 +1,48 @@
+r"""Imports the released bvlc_alexnet weights into a run directory.
+
+    python -m alexnet_tf.import_weights --weights=bvlc_alexnet.npy --model_dir=runs/bvlc_alexnet \
+        [--class_names_file=synset_words.txt]
+
+The weights file (the caffe-tensorflow layout) is loaded without running any pickled code.
+The run directory's model takes the project's RGB input (Caffe's BGR order is folded into
+conv1, Caffe's mean is recorded as the run's), so alexnet_tf.evaluate, alexnet_tf.export,
+alexnet_tf.predict and `alexnet_tf.train --init_from` take it like any run.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+_WEIGHTS = flags.DEFINE_string("weights", None, "A bvlc_alexnet .npy (caffe-tensorflow layout).", required=True)
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "The new run directory (must not exist or be empty).",
+                                 required=True)
+_CLASS_NAMES_FILE = flags.DEFINE_string(
+    "class_names_file", None, "One line per fc8 class, in order: 'SYNSET name' (synset_words.txt, "
+    "LOC_synset_mapping.txt) or a name. Default: the class ids.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from alexnet_tf import caffe, finetuning
+
+    try:
+        checkpoint = finetuning.import_weights(_WEIGHTS.value, _MODEL_DIR.value,
+                                               class_names_file=_CLASS_NAMES_FILE.value)
+    except (OSError, caffe.CaffeWeightsError, finetuning.ImportWeightsError) as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        return 1
+    print(f"Imported {_WEIGHTS.value} to {checkpoint}")
+    print(f"  evaluate:  python -m alexnet_tf.evaluate --model_dir={_MODEL_DIR.value} --data_dir=DIR")
+    print(f"  fine-tune: python -m alexnet_tf.train --flagfile=flags/finetune.flags "
+          f"--init_from={_MODEL_DIR.value} --data_dir=DIR --model_dir=NEW_DIR")
+    return 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
