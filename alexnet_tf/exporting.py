@@ -9,6 +9,8 @@ project code, no Keras custom objects). Signatures:
   evaluation pipeline's own code (`pipelines.dataset.decode_for_eval`): centre 224/256
   square of the shorter side, resized to the model's size, minus the training mean.
 - `serving_pixels`: `images` uint8 [None, S, S, 3], already cropped RGB -> the same outputs.
+- `features`: `image_bytes` as `serving_default` -> `fc7` float32 [None, fc units], the
+  features after ReLU (the paper's Section 6.1 compares them by Euclidean distance).
 
 Hardening: only JPEG and PNG are accepted; the header's width x height is checked against
 `max_pixels` before anything is decoded (a small PNG can declare 16000x16000); undecodable
@@ -27,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.layers import portable_kernels
+from alexnet_tf.model import feature_model
 from pipelines import dataset as datasets
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 64 megapixels, ~8000 x 8000
@@ -80,6 +83,7 @@ class ServingModule(tf.Module):
     def __init__(self, model, *, class_names, rgb_mean, image_size, max_pixels=DEFAULT_MAX_PIXELS):
         super().__init__(name="alexnet_serving")
         self.model = model
+        self.features_model = feature_model(model)
         self.image_size = image_size
         self.max_pixels = max_pixels
         num_classes = model.output.shape[-1]
@@ -93,10 +97,20 @@ class ServingModule(tf.Module):
             tf.TensorSpec([None], tf.string, name="image_bytes")])
         self.serve_pixels = tf.function(self._serve_pixels, input_signature=[
             tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="images")])
+        self.serve_features = tf.function(self._serve_features, input_signature=[
+            tf.TensorSpec([None], tf.string, name="image_bytes")])
+
+    def _images(self, pixels):
+        return tf.cast(pixels, tf.float32) - self.rgb_mean
+
+    def _pixels(self, image_bytes):
+        return tf.map_fn(
+            lambda b: preprocess_image_bytes(b, image_size=self.image_size, max_pixels=self.max_pixels),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3], tf.uint8))
 
     def _outputs(self, pixels):
-        images = tf.cast(pixels, tf.float32) - self.rgb_mean
-        logits = tf.cast(self.model(images, training=False), tf.float32)
+        logits = tf.cast(self.model(self._images(pixels), training=False), tf.float32)
         probabilities = tf.nn.softmax(logits)
         top = tf.math.top_k(probabilities, k=self.top_k)
         return {"probabilities": probabilities,
@@ -104,14 +118,13 @@ class ServingModule(tf.Module):
                 "class_names": tf.gather(self.class_names, top.indices)}
 
     def _serve_bytes(self, image_bytes):
-        pixels = tf.map_fn(
-            lambda b: preprocess_image_bytes(b, image_size=self.image_size, max_pixels=self.max_pixels),
-            image_bytes,
-            fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3], tf.uint8))
-        return self._outputs(pixels)
+        return self._outputs(self._pixels(image_bytes))
 
     def _serve_pixels(self, images):
         return self._outputs(images)
+
+    def _serve_features(self, image_bytes):
+        return {"fc7": self.features_model(self._images(self._pixels(image_bytes)), training=False)}
 
 
 def next_version(export_dir):
@@ -179,7 +192,8 @@ def export_model(model, *, export_dir, class_names=(), statistics=None, image_si
         with portable_kernels():
             tf.saved_model.save(module, tmp, signatures={
                 "serving_default": module.serve_bytes.get_concrete_function(),
-                "serving_pixels": module.serve_pixels.get_concrete_function()})
+                "serving_pixels": module.serve_pixels.get_concrete_function(),
+                "features": module.serve_features.get_concrete_function()})
         _write_warmup_requests(os.path.join(tmp, WARMUP_FILE), _sample_jpegs(image_size))
         if os.path.exists(target):
             old = os.path.join(export_dir, f".old-{version}-{os.getpid()}")

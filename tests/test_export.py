@@ -109,6 +109,22 @@ def test_pixel_signature_matches_bytes_signature(export_path):
     assert loaded.signatures["serving_pixels"].structured_input_signature[1]["images"].shape.as_list() == [None, 64, 64, 3]
 
 
+def test_features_signature_gives_the_models_fc7_after_relu(trained_run, export_path):
+    features = tf.saved_model.load(export_path).signatures["features"]
+    assert features.structured_input_signature[1]["image_bytes"].shape.as_list() == [None]
+    images = [_jpeg(80, 120, 0), _png(100, 70, "RGB", 1), _jpeg(64, 64, 3)]
+    fc7 = features(image_bytes=tf.constant(images))["fc7"].numpy()
+    model, spec, _ = runs.load_model(trained_run)
+    assert fc7.shape == (3, spec["build_alexnet"]["fc_units"]) and fc7.dtype == np.float32
+    pixels = tf.stack([datasets.decode_for_eval(tf.constant(b), image_size=64) for b in images])
+    inputs = tf.cast(pixels, tf.float32) - tf.constant(spec["rgb_mean"], tf.float32)
+    fc7_layer = tf.keras.Model(model.input, model.get_layer("fc7").output)
+    np.testing.assert_allclose(fc7, fc7_layer(inputs, training=False).numpy(), rtol=1e-4, atol=1e-4)
+    assert fc7.min() >= 0 and fc7.max() > 0  # after the ReLU, and not all dead
+    one = features(image_bytes=tf.constant(images[1:2]))["fc7"].numpy()
+    np.testing.assert_allclose(one[0], fc7[1], rtol=1e-5, atol=1e-5)
+
+
 def test_versions_are_atomic_and_never_overwritten(trained_run, tmp_path):
     model, spec, _ = runs.load_model(trained_run)
     kwargs = dict(class_names=spec["class_names"], statistics=runs.statistics_of(spec))
