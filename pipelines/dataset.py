@@ -332,3 +332,44 @@ def build_dataset(
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return dataset.with_options(options).prefetch(AUTOTUNE)
+
+
+def build_indexed_dataset(file_pattern, *, batch_size, image_size=224, statistics=None):
+    """Every example once, in file order, centre-cropped as for evaluation, with its origin.
+
+    For tools that must find an example again (nearest neighbours): the shards are read one
+    after another, so `(file index, record index)` names each example's place.
+
+    Returns:
+      (files, dataset): the sorted shard paths, and batches of `(images float32 [B, S, S, 3],
+      labels int32 [B], file_indices int64 [B], record_indices int64 [B], filenames [B])`.
+    """
+    files = _list_files(file_pattern)
+    statistics = statistics or load_statistics(os.path.dirname(files[0]))
+    spec = {key: schema.feature_spec()[key] for key in (schema.IMAGE_ENCODED, schema.CLASS_LABEL, schema.IMAGE_FILENAME)}
+
+    def records_of(file_index, path):
+        return tf.data.TFRecordDataset(path, buffer_size=_RECORD_BUFFER_BYTES).enumerate().map(
+            lambda record_index, record: (file_index, record_index, record))
+
+    def example(file_index, record_index, record):
+        features = tf.io.parse_single_example(record, spec)
+        label = tf.cast(features[schema.CLASS_LABEL] - statistics.label_offset, tf.int32)
+        return (decode_for_eval(features[schema.IMAGE_ENCODED], image_size=image_size), label, file_index,
+                record_index, features[schema.IMAGE_FILENAME])
+
+    normalize_images = make_eval_normalizer(statistics)
+    dataset = (tf.data.Dataset.from_tensor_slices(files).enumerate().flat_map(records_of)
+               .map(example, num_parallel_calls=AUTOTUNE, deterministic=True)
+               .batch(batch_size)
+               .map(lambda images, *rest: (normalize_images(images), *rest), num_parallel_calls=AUTOTUNE))
+    return files, dataset.prefetch(AUTOTUNE)
+
+
+def read_example(path, record_index):
+    """(encoded image bytes, stored label) of record `record_index` of the shard `path`."""
+    spec = {key: schema.feature_spec()[key] for key in (schema.IMAGE_ENCODED, schema.CLASS_LABEL)}
+    for record in tf.data.TFRecordDataset(path).skip(record_index).take(1):
+        features = tf.io.parse_single_example(record, spec)
+        return features[schema.IMAGE_ENCODED].numpy(), int(features[schema.CLASS_LABEL])
+    raise IndexError(f"{path} has no record {record_index}.")
