@@ -3,8 +3,9 @@
 # TensorFlow before Keras: the other order can end in a circular import at start-up.
 import tensorflow as tf  # noqa: F401
 
+from alexnet_tf.caffe import load_caffe_npy
 from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization, portable_kernels
-from alexnet_tf.model import MIN_IMAGE_SIZE, build_alexnet, count_flops, count_training_flops
+from alexnet_tf.model import MIN_IMAGE_SIZE, build_alexnet, count_flops, count_training_flops, feature_model
 from alexnet_tf.optimizer import MomentumSGD, WeightDecay
 
 __all__ = [
@@ -16,5 +17,7 @@ __all__ = [
     "build_alexnet",
     "count_flops",
     "count_training_flops",
+    "feature_model",
+    "load_caffe_npy",
     "portable_kernels",
 ]

@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
+import alexnet_tf
 from alexnet_tf import caffe
 from caffe_reference import (TINY_FILTERS, caffe_forward, caffe_input, random_caffe_blobs,
                              to_caffe_tensorflow_layout, write_caffe_file)
@@ -14,7 +15,7 @@ from caffe_reference import (TINY_FILTERS, caffe_forward, caffe_input, random_ca
 
 def test_load_caffe_npy_equals_caffes_forward_pass(tmp_path):
     blobs = write_caffe_file(tmp_path / "bvlc_alexnet.npy")
-    model = caffe.load_caffe_npy(str(tmp_path / "bvlc_alexnet.npy"))
+    model = alexnet_tf.load_caffe_npy(str(tmp_path / "bvlc_alexnet.npy"))
     assert model.input.shape[1:] == (227, 227, 3)
     assert model.get_layer("conv2").kernel.shape == (5, 5, 4, 16)
     _, nhwc, nchw = caffe_input()

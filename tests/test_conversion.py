@@ -314,7 +314,10 @@ def test_a_killed_worker_fails_the_run_instead_of_hanging(tmp_path):
         # Pool workers, not multiprocessing's resource tracker.
         children = [int(pid) for pid in result.stdout.split() if _is_pool_worker(pid)]
         time.sleep(0.05)
-    time.sleep(0.3)
+    # Kill a worker once the workers are writing shards (a temporary shard is on disk).
+    while not glob.glob(str(tmp_path / "out" / ".train-*.tmp")):
+        assert time.monotonic() < deadline and process.poll() is None, "no shard being written within 60 s"
+        time.sleep(0.01)
     os.kill(children[-1], signal.SIGKILL)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 1

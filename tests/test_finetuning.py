@@ -183,3 +183,25 @@ def test_init_from_an_npy_or_a_run_directory(weights_file, folder_227, tmp_path)
     second, _, _ = runs.load_model(from_run)
     np.testing.assert_array_equal(second.get_layer("conv1").kernel.numpy(), first.get_layer("conv1").kernel.numpy())
     assert not np.array_equal(second.get_layer("fc8").kernel.numpy(), first.get_layer("fc8").kernel.numpy())
+
+
+def test_export_npy_round_trips_and_warns_when_caffe_would_differ(imported_run, weights_file, trained_run, tmp_path):
+    out = tmp_path / "again.npy"
+    result = _cli("alexnet_tf.export", f"--model_dir={imported_run}", "--format=npy", f"--output={out}")
+    assert "differs from Caffe" not in result.stderr
+    original, again = caffe.read_npy_weights(weights_file), caffe.read_npy_weights(str(out))
+    assert sorted(again) == sorted(original)
+    for name in caffe.LAYERS:
+        for part in (0, 1):
+            np.testing.assert_array_equal(again[name][part], original[name][part], err_msg=name)
+    refused = _cli("alexnet_tf.export", f"--model_dir={imported_run}", "--format=npy", f"--output={out}", check=False)
+    assert refused.returncode == 1 and "exists. Pass --overwrite" in refused.stderr
+    # A run of the paper's network: its weights (conv1 in Caffe's BGR order), and a warning
+    # that Caffe's network computes another function with them.
+    paper = tmp_path / "paper.npy"
+    result = _cli("alexnet_tf.export", f"--model_dir={trained_run}", "--format=npy", f"--output={paper}")
+    assert "lrn_bias=2.0 (Caffe: 1.0)" in result.stderr and "image_size=64 (Caffe: 227)" in result.stderr
+    model, _, _ = runs.load_model(trained_run)
+    weights = caffe.read_npy_weights(str(paper))
+    np.testing.assert_array_equal(weights["conv1"][0], model.get_layer("conv1").kernel.numpy()[:, :, ::-1, :])
+    np.testing.assert_array_equal(weights["fc6"][0], model.get_layer("fc6").kernel.numpy())

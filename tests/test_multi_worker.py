@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import tensorflow as tf
 
 from pipelines import conversion, synthetic
 
@@ -56,6 +57,13 @@ def _start_workers(model_dir, data_dir, extra_flags, count=2):
     return processes
 
 
+def _backup_step(model_dir):
+    """The step of the newest backup in model_dir, -1 if none (the state file is written
+    atomically after the checkpoint it names)."""
+    latest = tf.train.latest_checkpoint(str(model_dir / "backup"))
+    return int(latest.rsplit("-", 1)[1]) if latest else -1
+
+
 @pytest.mark.slow
 def test_two_workers_train_an_epoch_and_only_the_chief_writes(two_worker_dataset, tmp_path):
     model_dir = tmp_path / "run"
@@ -79,10 +87,13 @@ def test_a_dead_worker_makes_the_other_fail_quickly(two_worker_dataset, tmp_path
     processes = _start_workers(model_dir, two_worker_dataset,
                                ["--epochs=1", "--steps_per_epoch=100000", "--batch_size=4",
                                 "--backup_every_steps=5"])
+    # Kill worker 1 once the cluster has trained and backed up 5 steps (the event the resume
+    # below needs), however long this machine takes to get there.
     deadline = time.monotonic() + 300
-    while not (model_dir / "logs").exists() and time.monotonic() < deadline:
+    while _backup_step(model_dir) < 5:
+        assert time.monotonic() < deadline, "no backup at step >= 5 within 300 s"
+        assert all(p.poll() is None for p in processes), processes[0].communicate()[1][-3000:]
         time.sleep(0.1)
-    time.sleep(5)  # into the training steps
     processes[1].send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     _, stderr = processes[0].communicate(timeout=300)
@@ -92,9 +103,7 @@ def test_a_dead_worker_makes_the_other_fail_quickly(two_worker_dataset, tmp_path
     assert waited < 90, f"the surviving worker took {waited:.0f} s to fail"
     assert "rerun every worker with the same command" in stderr
     # Restarting every worker resumes from the last backup (here to finish 3 steps later).
-    import tensorflow as tf
-
-    step = int(tf.train.latest_checkpoint(str(model_dir / "backup")).rsplit("-", 1)[1])
+    step = _backup_step(model_dir)
     assert step >= 5
     processes = _start_workers(model_dir, two_worker_dataset,
                                ["--epochs=1", f"--steps_per_epoch={step + 3}", "--batch_size=4",
