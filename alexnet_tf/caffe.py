@@ -19,7 +19,6 @@ allow-list of the numpy globals such a file needs, and refuses every other globa
 """
 
 import ast
-import io
 import os
 import pickle
 
@@ -67,8 +66,15 @@ def _numpy_multiarray():
     return multiarray
 
 
+def _latin1_encode(text, encoding="utf-8", errors="strict"):
+    """`_codecs.encode` as pickles of bytes use it (protocol 2), and only so."""
+    if encoding.lower().replace("-", "") != "latin1":
+        raise CaffeWeightsError(f"refused to encode with the codec {encoding!r} (only latin-1 is expected).")
+    return text.encode("latin1", errors)
+
+
 # Everything a pickled dict of numpy arrays refers to, under the names numpy 1 and 2 (and
-# Python 2, whose files store bytes through _codecs.encode) write. Nothing else is loaded.
+# protocol 2, whose bytes go through _codecs.encode) write. Nothing else is loaded.
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_multiarray()._reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_multiarray()._reconstruct,
@@ -76,7 +82,7 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "scalar"): lambda: _numpy_multiarray().scalar,
     ("numpy", "ndarray"): lambda: np.ndarray,
     ("numpy", "dtype"): lambda: np.dtype,
-    ("_codecs", "encode"): lambda: __import__("codecs").encode,
+    ("_codecs", "encode"): lambda: _latin1_encode,
 }
 
 
@@ -99,23 +105,22 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise CaffeWeightsError(f"{self._path}: refused a persistent reference ({pid!r}) in the pickle.")
 
 
-def _pickle_stream(path, data):
-    """The pickle inside an .npy file of one object (np.save of a dict), or a plain pickle."""
-    if not data.startswith(_NPY_MAGIC):
-        return data
-    major = data[6]
-    length_bytes = 2 if major == 1 else 4
-    start = 8 + length_bytes
-    header_length = int.from_bytes(data[8:start], "little")
+def _skip_npy_header(path, f):
+    """Moves `f` past the header of an .npy file of one object (np.save of a dict) to its
+    pickle; a file without the .npy magic is taken as a plain pickle, from its start."""
+    if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+        f.seek(0)
+        return
+    major = f.read(2)[0]
+    header_length = int.from_bytes(f.read(2 if major == 1 else 4), "little")
     try:
-        header = ast.literal_eval(data[start:start + header_length].decode("latin1"))
-    except (ValueError, SyntaxError) as error:
+        header = ast.literal_eval(f.read(header_length).decode("latin1"))
+    except (ValueError, SyntaxError, UnicodeDecodeError) as error:
         raise CaffeWeightsError(f"{path}: unreadable .npy header ({error}).") from error
-    if header.get("descr") != "|O":
+    if not isinstance(header, dict) or header.get("descr") != "|O":
+        found = f"dtype {header.get('descr')!r} and shape {header.get('shape')}" if isinstance(header, dict) else header
         raise CaffeWeightsError(
-            f"{path}: expected an .npy file holding one dict of layers (dtype object). Received an "
-            f"array of dtype {header.get('descr')!r} and shape {header.get('shape')}.")
-    return data[start + header_length:]
+            f"{path}: expected an .npy file holding one dict of layers (dtype object). Received: {found}.")
 
 
 def read_npy_weights(path):
@@ -126,13 +131,14 @@ def read_npy_weights(path):
         refused global is named), or does not hold a dict of [kernel, bias] layers.
     """
     with open(path, "rb") as f:
-        data = f.read()
-    try:
-        loaded = _RestrictedUnpickler(io.BytesIO(_pickle_stream(path, data)), path=path).load()
-    except CaffeWeightsError:
-        raise
-    except Exception as error:  # a truncated or foreign file: say which and why
-        raise CaffeWeightsError(f"{path}: not a readable weights file ({type(error).__name__}: {error}).") from error
+        _skip_npy_header(path, f)
+        try:
+            loaded = _RestrictedUnpickler(f, path=path).load()
+        except CaffeWeightsError as error:
+            raise CaffeWeightsError(str(error) if str(error).startswith(str(path)) else f"{path}: {error}") from None
+        except Exception as error:  # a truncated or foreign file: say which and why
+            raise CaffeWeightsError(
+                f"{path}: not a readable weights file ({type(error).__name__}: {error}).") from error
     if isinstance(loaded, np.ndarray) and loaded.dtype == object and loaded.shape == ():
         loaded = loaded.item()
     if not isinstance(loaded, dict):
@@ -261,6 +267,19 @@ def caffe_weights_of(model):
     weights = {name: (model.get_layer(name).kernel.numpy(), model.get_layer(name).bias.numpy())
                for name in LAYERS}
     return _swap_color_order(weights)
+
+
+def export_npy(model, spec, path, *, overwrite=False):
+    """Writes a run's weights to `path` in the bvlc_alexnet layout. Returns what keeps Caffe's
+    network from computing the run's function with them (`differences_from_caffe`).
+
+    Raises:
+      FileExistsError: `path` exists and `overwrite` is False.
+    """
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists. Pass --overwrite to replace it, or another --output.")
+    write_npy_weights(path, caffe_weights_of(model))
+    return differences_from_caffe(spec["build_alexnet"])
 
 
 def differences_from_caffe(build_kwargs):

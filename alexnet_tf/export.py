@@ -31,12 +31,8 @@ def _export_npy(model, spec, checkpoint):
     from alexnet_tf import caffe
 
     path = _OUTPUT.value or os.path.join(_MODEL_DIR.value, "alexnet_weights.npy")
-    if os.path.exists(path) and not _OVERWRITE.value:
-        print(f"ERROR: {path} exists. Pass --overwrite to replace it, or another --output.", file=sys.stderr)
-        return 1
-    caffe.write_npy_weights(path, caffe.caffe_weights_of(model))
+    differences = caffe.export_npy(model, spec, path, overwrite=_OVERWRITE.value)
     print(f"Wrote the weights of {checkpoint} to {path}")
-    differences = caffe.differences_from_caffe(spec["build_alexnet"])
     if differences:
         print(f"WARNING: this model differs from Caffe's bvlc_alexnet in {', '.join(differences)}: the "
               "file holds its weights, but Caffe's network (and alexnet_tf.import_weights) computes "
@@ -57,7 +53,7 @@ def main(argv):
             model, export_dir=_EXPORT_DIR.value or os.path.join(_MODEL_DIR.value, "export"),
             class_names=spec.get("class_names", ()), statistics=runs.statistics_of(spec),
             version=_VERSION.value, overwrite=_OVERWRITE.value, max_pixels=_MAX_PIXELS.value)
-    except (FileNotFoundError, exporting.ExportError) as error:
+    except (FileNotFoundError, FileExistsError, exporting.ExportError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
     print(f"Exported {checkpoint} to {path}")

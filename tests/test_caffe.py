@@ -1,5 +1,6 @@
 """The bvlc_alexnet weights: exact against an independent NumPy model of Caffe, and safe to load."""
 
+import codecs
 import os
 import pickle
 
@@ -86,6 +87,13 @@ class _RunsACommand:
         return (os.system, (f"touch {self.marker}",))
 
 
+class _Encodes:
+    """Unpickling this calls codecs.encode with a codec numpy never uses."""
+
+    def __reduce__(self):
+        return (codecs.encode, ("payload", "rot13"))
+
+
 def test_a_file_whose_unpickling_runs_a_command_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     layers = to_caffe_tensorflow_layout(random_caffe_blobs())
@@ -106,6 +114,10 @@ def test_a_file_whose_unpickling_runs_a_command_is_refused(tmp_path):
     with pytest.raises(caffe.CaffeWeightsError, match="refused"):
         caffe.read_npy_weights(str(plain))
     assert not marker.exists()
+    # The one stdlib function allowed (how protocol 2 stores bytes) only as numpy uses it.
+    plain.write_bytes(pickle.dumps({"conv1": [_Encodes()]}, protocol=2))
+    with pytest.raises(caffe.CaffeWeightsError, match=r"hostile\.pkl: refused to encode with the codec 'rot13'"):
+        caffe.read_npy_weights(str(plain))
 
 
 def test_missing_layers_and_wrong_shapes_are_named(tmp_path):

@@ -12,8 +12,9 @@ import tensorflow as tf
 
 from alexnet_tf import build_alexnet, caffe, finetuning, runs, training
 from alexnet_tf.optimizer import folds_every_loss
-from caffe_reference import TINY_CLASSES, TINY_FC, TINY_FILTERS, write_caffe_file
-from pipelines import conversion, synthetic
+from caffe_reference import TINY_CLASSES, TINY_FC, TINY_FILTERS, caffe_forward, random_caffe_blobs, write_caffe_file
+from pipelines import conversion, schema, synthetic
+from pipelines import dataset as datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -76,6 +77,23 @@ def test_imported_run_directory_is_a_run_with_caffes_function(imported_run, weig
     flags_text = open(os.path.join(imported_run, "flags.txt")).read()
     assert f"--init_from={imported_run}" in flags_text and "--image_size=227" in flags_text
     assert "--conv_filters=8,16,12,12,8" in flags_text
+
+
+def test_the_evaluation_pipeline_on_an_imported_run_gives_caffes_logits(imported_run, folder_227):
+    # What alexnet_tf.evaluate runs on an imported run: the run's model and its recorded mean,
+    # through the evaluation pipeline. Caffe gets the same centre crops, in BGR minus its mean.
+    model, spec, _ = runs.load_model(imported_run)
+    pattern = schema.split_file_pattern(folder_227, "validation")
+    images, _ = next(iter(datasets.build_dataset(pattern, training=False, batch_size=6, image_size=227,
+                                                 statistics=runs.statistics_of(spec))))
+    pixels = []
+    for record in tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(pattern))):
+        encoded = tf.io.parse_single_example(record, schema.training_feature_spec())[schema.IMAGE_ENCODED]
+        pixels.append(datasets.decode_for_eval(encoded, image_size=227).numpy())
+    bgr = np.stack(pixels)[..., ::-1].astype(np.float32) - np.asarray(caffe.CAFFE_BGR_MEAN, np.float32)
+    expected = caffe_forward(random_caffe_blobs(seed=0), bgr.transpose(0, 3, 1, 2))  # the weights_file blobs
+    np.testing.assert_allclose(model(images, training=False).numpy(), expected,
+                               atol=2e-4 * np.abs(expected).max(), rtol=1e-4)
 
 
 def test_import_refuses_a_folder_in_use_and_bad_class_names(weights_file, imported_run, tmp_path):
@@ -188,20 +206,21 @@ def test_init_from_an_npy_or_a_run_directory(weights_file, folder_227, tmp_path)
 def test_export_npy_round_trips_and_warns_when_caffe_would_differ(imported_run, weights_file, trained_run, tmp_path):
     out = tmp_path / "again.npy"
     result = _cli("alexnet_tf.export", f"--model_dir={imported_run}", "--format=npy", f"--output={out}")
-    assert "differs from Caffe" not in result.stderr
+    assert f"to {out}" in result.stdout and "differs from Caffe" not in result.stderr
     original, again = caffe.read_npy_weights(weights_file), caffe.read_npy_weights(str(out))
     assert sorted(again) == sorted(original)
     for name in caffe.LAYERS:
         for part in (0, 1):
             np.testing.assert_array_equal(again[name][part], original[name][part], err_msg=name)
-    refused = _cli("alexnet_tf.export", f"--model_dir={imported_run}", "--format=npy", f"--output={out}", check=False)
-    assert refused.returncode == 1 and "exists. Pass --overwrite" in refused.stderr
-    # A run of the paper's network: its weights (conv1 in Caffe's BGR order), and a warning
-    # that Caffe's network computes another function with them.
+    model, spec, _ = runs.load_model(imported_run)
+    with pytest.raises(FileExistsError, match="exists. Pass --overwrite"):
+        caffe.export_npy(model, spec, str(out))
+    # A run of the paper's network: its weights (conv1 in Caffe's BGR order), and what makes
+    # Caffe's network compute another function with them.
     paper = tmp_path / "paper.npy"
-    result = _cli("alexnet_tf.export", f"--model_dir={trained_run}", "--format=npy", f"--output={paper}")
-    assert "lrn_bias=2.0 (Caffe: 1.0)" in result.stderr and "image_size=64 (Caffe: 227)" in result.stderr
-    model, _, _ = runs.load_model(trained_run)
+    model, spec, _ = runs.load_model(trained_run)
+    differences = caffe.export_npy(model, spec, str(paper))
+    assert "lrn_bias=2.0 (Caffe: 1.0)" in differences and "image_size=64 (Caffe: 227)" in differences
     weights = caffe.read_npy_weights(str(paper))
     np.testing.assert_array_equal(weights["conv1"][0], model.get_layer("conv1").kernel.numpy()[:, :, ::-1, :])
     np.testing.assert_array_equal(weights["fc6"][0], model.get_layer("fc6").kernel.numpy())
