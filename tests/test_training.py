@@ -162,17 +162,7 @@ def test_cli_flag_errors_exit_1_naming_the_flag(tmp_path, tiny_dataset):
     assert not (tmp_path / "run").exists()  # nothing started
 
 
-def test_cli_saves_a_flagfile_that_reproduces_the_run(tmp_path, tiny_dataset):
-    _cli(f"--data_dir={tiny_dataset}", f"--model_dir={tmp_path / 'run'}", "--epochs=1",
-         "--steps_per_epoch=1", *TINY_FLAGS)
-    text = (tmp_path / "run" / "flags.txt").read_text()
-    assert "--steps_per_epoch=1" in text and "--conv_filters=8,8,16,16,8" in text
-    # flags.txt is itself a valid flagfile: rerunning with it resumes the finished run.
-    result = _cli(f"--flagfile={tmp_path / 'run' / 'flags.txt'}")
-    assert "Resuming from" in result.stderr and "epoch 1 / step 1" in result.stderr
-
-
-def test_sigkill_then_rerun_resumes_exactly(tmp_path, tiny_dataset):
+def test_sigkill_then_rerun_with_its_flagfile_resumes_exactly(tmp_path, tiny_dataset):
     common = [f"--data_dir={tiny_dataset}", "--epochs=2", "--steps_per_epoch=6",
               "--backup_every_steps=1", "--seed=3", *TINY_FLAGS]
     _cli(*common, f"--model_dir={tmp_path / 'reference'}")
@@ -188,7 +178,10 @@ def test_sigkill_then_rerun_resumes_exactly(tmp_path, tiny_dataset):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    result = _cli(*common, f"--model_dir={run}")
+    # The run's flags.txt is itself a valid flagfile: rerunning with it alone resumes the run.
+    text = (run / "flags.txt").read_text()
+    assert "--steps_per_epoch=6" in text and "--conv_filters=8,8,16,16,8" in text and f"--model_dir={run}" in text
+    result = _cli(f"--flagfile={run / 'flags.txt'}")
     assert "Resuming from" in result.stderr
     reference = _weights(tf.train.latest_checkpoint(str(tmp_path / "reference" / "checkpoints")))
     resumed = _weights(tf.train.latest_checkpoint(str(run / "checkpoints")))
