@@ -17,7 +17,6 @@ The parts live by job: `train_config` (what a run is asked), `inputs` (its data)
 (TensorBoard), `finetuning` (pretrained weights); this module is the loop.
 """
 
-import dataclasses
 import logging
 import math
 import os

@@ -1,8 +1,11 @@
 """The bvlc_alexnet weights: exact against an independent NumPy model of Caffe, and safe to load."""
 
 import codecs
+import io
 import os
 import pickle
+import pickletools
+import struct
 
 import numpy as np
 import pytest
@@ -75,6 +78,43 @@ def test_python2_style_pickle_and_dict_layers_load(tmp_path):
     weights = caffe.read_npy_weights(str(path))
     np.testing.assert_array_equal(weights["fc8"][0], layers[b"fc8"]["weights"])
     assert caffe.build_kwargs_of_weights(weights)["conv_filters"] == TINY_FILTERS
+
+
+class _Python2Pickler(pickle._Pickler):
+    """Writes every str and bytes as a Python 2 `str` (BINSTRING), as Python 2 pickled the
+    released file; with numpy 1's module name below, its pickle is that file's kind."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_python2_str(self, obj):
+        data = obj.encode("latin1") if isinstance(obj, str) else obj
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[str] = _save_python2_str
+    dispatch[bytes] = _save_python2_str
+
+
+def test_a_python2_numpy1_file_loads(tmp_path):
+    layers = {name: [w, b] for name, (w, b) in to_caffe_tensorflow_layout(random_caffe_blobs()).items()}
+    buffer = io.BytesIO()
+    _Python2Pickler(buffer, protocol=2).dump(np.array(layers, dtype=object))
+    data = buffer.getvalue().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    opcodes = {op.name for op, _, _ in pickletools.genops(data)}
+    assert "BINSTRING" in opcodes and not opcodes & {"BINUNICODE", "SHORT_BINUNICODE", "BINBYTES"}
+    assert "numpy.core.multiarray _reconstruct" in [arg for op, arg, _ in pickletools.genops(data)
+                                                    if op.name == "GLOBAL"]
+    path = tmp_path / "python2.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False, "shape": ()})
+        f.write(data)
+    weights = caffe.read_npy_weights(str(path))
+    for name in caffe.LAYERS:
+        np.testing.assert_array_equal(weights[name][0], layers[name][0], err_msg=name)
+        np.testing.assert_array_equal(weights[name][1], layers[name][1], err_msg=name)
 
 
 class _RunsACommand:
