@@ -31,6 +31,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if bool(_DATA_DIR.value) == bool(_EVAL_FILES.value):
         raise app.UsageError("Pass exactly one of --data_dir and --eval_files.")
+    from alexnet_tf import console
+
+    console.quiet_tensorflow_info()
     from pipelines import schema
 
     eval_files = _EVAL_FILES.value or schema.split_file_pattern(_DATA_DIR.value, _SPLIT.value)

@@ -43,6 +43,9 @@ def _export_npy(model, spec, checkpoint):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from alexnet_tf import console
+
+    console.quiet_tensorflow_info()
     from alexnet_tf import exporting, runs
 
     try:

@@ -25,7 +25,9 @@ _CLASS_NAMES_FILE = flags.DEFINE_string(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from alexnet_tf import caffe, finetuning
+    from alexnet_tf import caffe, console, finetuning
+
+    console.quiet_tensorflow_info()
 
     try:
         checkpoint = finetuning.import_weights(_WEIGHTS.value, _MODEL_DIR.value,

@@ -24,6 +24,9 @@ def main(argv):
         raise app.UsageError("Name one or more image files.")
     if bool(_MODEL_DIR.value) == bool(_SAVED_MODEL.value):
         raise app.UsageError("Pass exactly one of --model_dir and --saved_model.")
+    from alexnet_tf import console
+
+    console.quiet_tensorflow_info()
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as scratch:

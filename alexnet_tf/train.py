@@ -12,15 +12,15 @@ Later flags override the flagfile's. Rerunning the same command resumes the run 
 """
 
 import json
-import logging as std_logging
+import logging
 import os
 import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 FLAGS = flags.FLAGS
+logger = logging.getLogger(__name__)
 
 # Data.
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Shards and dataset_info.json from pipelines.convert.")
@@ -169,12 +169,12 @@ def _generated_data_dir(root):
     shards = os.path.join(root, "shards")
     info = schema.read_dataset_info(shards) or {}
     if {"train", "validation"} <= set(info.get("splits", {})):
-        logging.info("Reusing the generated dataset in %s", shards)
+        logger.info("Reusing the generated dataset in %s", shards)
         return shards
     # Stored shorter side = image_size / (224/256), so the paper's crops need no resize.
     resize_shorter = round(_IMAGE_SIZE.value * 256 / 224)
     images = os.path.join(root, "images")
-    logging.info("Generating %d classes x (%d + %d) images into %s", _GENERATE_CLASSES.value,
+    logger.info("Generating %d classes x (%d + %d) images into %s", _GENERATE_CLASSES.value,
                  _GENERATE_TRAIN_IMAGES.value, _GENERATE_EVAL_IMAGES.value, images)
     size = dict(min_size=resize_shorter, max_size=round(resize_shorter * 1.5))
     synthetic.write_image_folder(os.path.join(images, "train"), num_classes=_GENERATE_CLASSES.value,
@@ -187,7 +187,7 @@ def _generated_data_dir(root):
         summary = conversion.convert_split(conversion.ConvertConfig(
             input_dir=os.path.join(images, split), output_dir=shards, split=split,
             resize_shorter=resize_shorter, progress=False, **extra))
-        logging.info("Converted %s: %d examples in %d shards", split, summary.num_examples, summary.num_shards)
+        logger.info("Converted %s: %d examples in %d shards", split, summary.num_examples, summary.num_shards)
     return shards
 
 
@@ -195,8 +195,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     _validate()
+    from alexnet_tf import console
+
     # TensorFlow's own INFO lines (e.g. one per checkpoint shard) drown the progress lines.
-    std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
+    console.quiet_tensorflow_info()
     data_dir = _DATA_DIR.value
     if not any([data_dir, _TRAIN_FILES.value, _TFDS_NAME.value, _SYNTHETIC.value]):
         data_dir = _generated_data_dir(_GENERATE_DATA.value)
@@ -252,7 +254,7 @@ def main(argv):
     try:
         result = training.train(config)
     except training.TrainingError as error:
-        logging.error("%s", error)
+        logger.error("%s", error)
         return 1
     if result.preempted:
         return 143  # 128 + SIGTERM: the state is saved; rerun to resume

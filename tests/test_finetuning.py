@@ -154,6 +154,7 @@ def test_finetune_cli_from_imported_weights_freezes_exports_and_resumes(weights_
                "--steps_per_epoch=3", "--learning_rate=0.01"]
     result = _cli("alexnet_tf.train", *command)
     assert "Copied conv1, conv2, conv3, conv4, conv5, fc6, fc7 from" in result.stderr
+    assert "Sharding callback" not in result.stderr  # TensorFlow's INFO lines stay hidden
     source, _, _ = runs.load_model(imported)
     tuned, spec, _ = runs.load_model(run)
     for name in CONV_LAYERS:  # frozen: bit-identical
