@@ -195,9 +195,10 @@ def test_init_from_an_npy_or_a_run_directory(weights_file, folder_227, tmp_path)
                   batch_size=6, epochs=1, steps_per_epoch=1, evaluate_at_end=False, export_at_end=False)
     training.train(training.TrainConfig(model_dir=from_npy, init_from=weights_file, **common))
     # A run directory works as a source too; with fc8 kept, the classes must match (3 = 3).
+    # Under a mixed-precision policy (the GPU recipe's) the copy and the freeze hold alike.
     from_run = str(tmp_path / "from_run")
     training.train(training.TrainConfig(model_dir=from_run, init_from=from_npy, reinit_layers=(),
-                                        freeze_layers=("conv1",), **common))
+                                        freeze_layers=("conv1",), mixed_precision="bfloat16", **common))
     first, _, _ = runs.load_model(from_npy)
     second, _, _ = runs.load_model(from_run)
     np.testing.assert_array_equal(second.get_layer("conv1").kernel.numpy(), first.get_layer("conv1").kernel.numpy())
