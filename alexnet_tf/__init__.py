@@ -1,12 +1,23 @@
-"""AlexNet (Krizhevsky, Sutskever, Hinton 2012) with TensorFlow / Keras."""
+"""AlexNet (Krizhevsky, Sutskever, Hinton 2012) with TensorFlow / Keras.
+
+The public names live here; the commands a user types sit beside this file
+(`python -m alexnet_tf.train | evaluate | export | predict | import_weights | neighbors`),
+and one sub-package per job below it:
+
+- `model/`: the network, the paper's layers, the CPU speed kernels, the optimizer, metrics;
+- `weights/`: weights made elsewhere (Caffe's bvlc_alexnet .npy) read and written;
+- `training/`: the training library (config, data, start, steps, state, loop, ...);
+- `serving/`: run directories, evaluation, the SavedModel export, nearest neighbours;
+- `benchmarks/`: one command per thing measured (`python -m alexnet_tf.benchmarks.NAME`);
+- `cli/`: what the commands share (console output, flags to configs).
+"""
 
 # TensorFlow before Keras: the other order can end in a circular import at start-up.
 import tensorflow as tf  # noqa: F401
 
-from alexnet_tf.caffe import load_caffe_npy
-from alexnet_tf.layers import GroupedConv2D, LocalResponseNormalization, portable_kernels
-from alexnet_tf.model import MIN_IMAGE_SIZE, build_alexnet, count_flops, count_training_flops, feature_model
-from alexnet_tf.optimizer import MomentumSGD, WeightDecay
+from alexnet_tf.model import (MIN_IMAGE_SIZE, GroupedConv2D, LocalResponseNormalization, MomentumSGD, WeightDecay,
+                              build_alexnet, count_flops, count_training_flops, feature_model, portable_kernels)
+from alexnet_tf.weights import load_caffe_npy
 
 __all__ = [
     "GroupedConv2D",

@@ -31,13 +31,13 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if bool(_DATA_DIR.value) == bool(_EVAL_FILES.value):
         raise app.UsageError("Pass exactly one of --data_dir and --eval_files.")
-    from alexnet_tf import console
+    from alexnet_tf.cli import console
 
     console.quiet_tensorflow_info()
     from pipelines import schema
 
     eval_files = _EVAL_FILES.value or schema.split_file_pattern(_DATA_DIR.value, _SPLIT.value)
-    from alexnet_tf import evaluation
+    from alexnet_tf.serving import evaluation
 
     config = evaluation.EvalConfig(
         model_dir=_MODEL_DIR.value, eval_files=eval_files, checkpoint=_CHECKPOINT.value,

@@ -10,11 +10,12 @@ caffe-tensorflow layout ('conv1'..'fc8' -> [kernel, bias], conv1 in Caffe's BGR 
 other tools and alexnet_tf.import_weights read (default: model_dir/alexnet_weights.npy).
 """
 
-import os
 import sys
 
 from absl import app
 from absl import flags
+
+FLAGS = flags.FLAGS
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Run directory of alexnet_tf.train.", required=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint prefix (default: the latest).")
@@ -27,39 +28,28 @@ _FORMAT = flags.DEFINE_enum("format", "saved_model", ["saved_model", "npy"],
 _OUTPUT = flags.DEFINE_string("output", None, "With --format=npy: the file (default: model_dir/alexnet_weights.npy).")
 
 
-def _export_npy(model, spec, checkpoint):
-    from alexnet_tf import caffe
-
-    path = _OUTPUT.value or os.path.join(_MODEL_DIR.value, "alexnet_weights.npy")
-    differences = caffe.export_npy(model, spec, path, overwrite=_OVERWRITE.value)
-    print(f"Wrote the weights of {checkpoint} to {path}")
-    if differences:
-        print(f"WARNING: this model differs from Caffe's bvlc_alexnet in {', '.join(differences)}: the "
-              "file holds its weights, but Caffe's network (and alexnet_tf.import_weights) computes "
-              "another function with them.", file=sys.stderr)
-    return 0
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from alexnet_tf import console
+    from alexnet_tf.cli import configs, console
 
     console.quiet_tensorflow_info()
-    from alexnet_tf import exporting, runs
+    from alexnet_tf.serving import saved_model
 
+    config = configs.config_from_flags(saved_model.ExportConfig, FLAGS)
     try:
-        model, spec, checkpoint = runs.load_model(_MODEL_DIR.value, _CHECKPOINT.value)
-        if _FORMAT.value == "npy":
-            return _export_npy(model, spec, checkpoint)
-        path = exporting.export_model(
-            model, export_dir=_EXPORT_DIR.value or os.path.join(_MODEL_DIR.value, "export"),
-            class_names=spec.get("class_names", ()), statistics=runs.statistics_of(spec),
-            version=_VERSION.value, overwrite=_OVERWRITE.value, max_pixels=_MAX_PIXELS.value)
-    except (FileNotFoundError, FileExistsError, exporting.ExportError) as error:
+        result = saved_model.export_run(config)
+    except (FileNotFoundError, FileExistsError, saved_model.ExportError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
-    print(f"Exported {checkpoint} to {path}")
+    if config.format == "npy":
+        print(f"Wrote the weights of {result.checkpoint} to {result.path}")
+        if result.differences_from_caffe:
+            print(f"WARNING: this model differs from Caffe's bvlc_alexnet in "
+                  f"{', '.join(result.differences_from_caffe)}: the file holds its weights, but Caffe's "
+                  "network (and alexnet_tf.import_weights) computes another function with them.", file=sys.stderr)
+    else:
+        print(f"Exported {result.checkpoint} to {result.path}")
     return 0
 
 

@@ -25,14 +25,15 @@ _CLASS_NAMES_FILE = flags.DEFINE_string(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from alexnet_tf import caffe, console, finetuning
+    from alexnet_tf.cli import console
+    from alexnet_tf.weights import caffe, importing
 
     console.quiet_tensorflow_info()
 
     try:
-        checkpoint = finetuning.import_weights(_WEIGHTS.value, _MODEL_DIR.value,
+        checkpoint = importing.import_weights(_WEIGHTS.value, _MODEL_DIR.value,
                                                class_names_file=_CLASS_NAMES_FILE.value)
-    except (OSError, caffe.CaffeWeightsError, finetuning.ImportWeightsError) as error:
+    except (OSError, caffe.CaffeWeightsError, importing.ImportWeightsError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
     print(f"Imported {_WEIGHTS.value} to {checkpoint}")

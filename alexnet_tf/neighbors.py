@@ -30,10 +30,10 @@ def main(argv):
         raise app.UsageError("Name one or more query image files.")
     if bool(_DATA_DIR.value) == bool(_FILES.value):
         raise app.UsageError("Pass exactly one of --data_dir and --files.")
-    from alexnet_tf import console
+    from alexnet_tf.cli import console
 
     console.quiet_tensorflow_info()
-    from alexnet_tf import retrieval
+    from alexnet_tf.serving import retrieval
     from pipelines import schema
 
     config = retrieval.NeighborsConfig(

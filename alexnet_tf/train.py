@@ -11,7 +11,6 @@ Later flags override the flagfile's. Rerunning the same command resumes the run 
 `TrainConfig`.
 """
 
-import json
 import logging
 import os
 import sys
@@ -68,7 +67,7 @@ _PLATEAU_MIN_DELTA = flags.DEFINE_float("plateau_min_delta", 0.0, "Smallest top-
 _PLATEAU_COOLDOWN = flags.DEFINE_integer("plateau_cooldown", 0, "Epochs after a reduction without another.", lower_bound=0)
 _MAX_LR_REDUCTIONS = flags.DEFINE_integer("max_lr_reductions", 3, "Reductions before training stops (the paper: 3).", lower_bound=0)
 
-# Fine-tuning (alexnet_tf.finetuning).
+# Fine-tuning (alexnet_tf.training.start).
 _INIT_FROM = flags.DEFINE_string(
     "init_from", None,
     "Start a new run from these weights: a run directory (of alexnet_tf.train or "
@@ -130,127 +129,30 @@ def _validate():
         raise app.UsageError("--synthetic needs --num_classes (e.g. 1000).")
 
 
-def _module_flags():
-    return [flag for flag in FLAGS.get_flags_for_module(sys.modules[__name__])]
-
-
-def resolved_flags_text():
-    """This module's flags as a flagfile (every value, explicit or default)."""
-    lines = ["# Resolved flags of this run: rerun with --flagfile=THIS_FILE."]
-    for flag in sorted(_module_flags(), key=lambda f: f.name):
-        if flag.value is None:
-            continue
-        lines.append(flag.serialize())
-    return "\n".join(lines) + "\n"
-
-
-def _is_chief_process():
-    """The chief writes the run directory; TF_CONFIG says who that is (no TF_CONFIG: us)."""
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    task = config.get("task") or {}
-    if not task or task.get("type") == "chief":
-        return True
-    return task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in config.get("cluster", {})
-
-
-def _save_flags(model_dir):
-    os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, "flags.txt")
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    with open(tmp_path, "w", encoding="utf-8") as f:
-        f.write(resolved_flags_text())
-    os.replace(tmp_path, path)
-
-
-def _generated_data_dir(root):
-    """Generates and converts the quickstart dataset into `root` once; returns its shards folder."""
-    from pipelines import conversion, schema, synthetic
-
-    shards = os.path.join(root, "shards")
-    info = schema.read_dataset_info(shards) or {}
-    if {"train", "validation"} <= set(info.get("splits", {})):
-        logger.info("Reusing the generated dataset in %s", shards)
-        return shards
-    # Stored shorter side = image_size / (224/256), so the paper's crops need no resize.
-    resize_shorter = round(_IMAGE_SIZE.value * 256 / 224)
-    images = os.path.join(root, "images")
-    logger.info("Generating %d classes x (%d + %d) images into %s", _GENERATE_CLASSES.value,
-                 _GENERATE_TRAIN_IMAGES.value, _GENERATE_EVAL_IMAGES.value, images)
-    size = dict(min_size=resize_shorter, max_size=round(resize_shorter * 1.5))
-    synthetic.write_image_folder(os.path.join(images, "train"), num_classes=_GENERATE_CLASSES.value,
-                                 images_per_class=_GENERATE_TRAIN_IMAGES.value, seed=1, **size)
-    synthetic.write_image_folder(os.path.join(images, "validation"), num_classes=_GENERATE_CLASSES.value,
-                                 images_per_class=_GENERATE_EVAL_IMAGES.value, seed=2,
-                                 flat_with_labels=os.path.join(images, "validation_labels.txt"), **size)
-    for split, extra in (("train", {}),
-                         ("validation", {"labels_file": os.path.join(images, "validation_labels.txt")})):
-        summary = conversion.convert_split(conversion.ConvertConfig(
-            input_dir=os.path.join(images, split), output_dir=shards, split=split,
-            resize_shorter=resize_shorter, progress=False, **extra))
-        logger.info("Converted %s: %d examples in %d shards", split, summary.num_examples, summary.num_shards)
-    return shards
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     _validate()
-    from alexnet_tf import console
+    from alexnet_tf.cli import console
 
     # TensorFlow's own INFO lines (e.g. one per checkpoint shard) drown the progress lines.
     console.quiet_tensorflow_info()
     data_dir = _DATA_DIR.value
     if not any([data_dir, _TRAIN_FILES.value, _TFDS_NAME.value, _SYNTHETIC.value]):
-        data_dir = _generated_data_dir(_GENERATE_DATA.value)
+        from pipelines import synthetic
+
+        data_dir = synthetic.write_train_and_validation(
+            _GENERATE_DATA.value, num_classes=_GENERATE_CLASSES.value,
+            train_images_per_class=_GENERATE_TRAIN_IMAGES.value,
+            eval_images_per_class=_GENERATE_EVAL_IMAGES.value, image_size=_IMAGE_SIZE.value)
 
     from alexnet_tf import training
+    from alexnet_tf.cli import configs
 
-    config = training.TrainConfig(
-        model_dir=_MODEL_DIR.value,
-        data_dir=data_dir,
-        train_files=_TRAIN_FILES.value,
-        eval_files=_EVAL_FILES.value,
-        tfds_name=_TFDS_NAME.value,
-        tfds_data_dir=_TFDS_DATA_DIR.value,
-        synthetic=_SYNTHETIC.value,
-        tf_data_service=_TF_DATA_SERVICE.value,
-        num_classes=_NUM_CLASSES.value,
-        image_size=_IMAGE_SIZE.value,
-        batch_size=_BATCH_SIZE.value,
-        epochs=_EPOCHS.value,
-        steps_per_epoch=_STEPS_PER_EPOCH.value,
-        eval_steps=_EVAL_STEPS.value,
-        learning_rate=_LEARNING_RATE.value,
-        momentum=_MOMENTUM.value,
-        weight_decay=_WEIGHT_DECAY.value,
-        dropout=_DROPOUT.value,
-        groups=_GROUPS.value,
-        lrn=_LRN.value,
-        init=_INIT.value,
-        conv_filters=tuple(int(v) for v in _CONV_FILTERS.value),
-        fc_units=_FC_UNITS.value,
-        plateau_factor=_PLATEAU_FACTOR.value,
-        plateau_patience=_PLATEAU_PATIENCE.value,
-        plateau_min_delta=_PLATEAU_MIN_DELTA.value,
-        plateau_cooldown=_PLATEAU_COOLDOWN.value,
-        max_lr_reductions=_MAX_LR_REDUCTIONS.value,
-        init_from=_INIT_FROM.value,
-        reinit_layers=tuple(_REINIT_LAYERS.value),
-        freeze_layers=tuple(_FREEZE_LAYERS.value),
-        strategy=_STRATEGY.value,
-        num_virtual_cpus=_NUM_VIRTUAL_CPUS.value,
-        mixed_precision=_MIXED_PRECISION.value,
-        jit_compile=_JIT_COMPILE.value,
-        steps_per_execution=_STEPS_PER_EXECUTION.value,
-        seed=_SEED.value,
-        shuffle_buffer=_SHUFFLE_BUFFER.value,
-        keep_checkpoints=_KEEP_CHECKPOINTS.value,
-        backup_every_steps=_BACKUP_EVERY_STEPS.value,
-        log_every_steps=_LOG_EVERY_STEPS.value,
-        export_at_end=_EXPORT.value,
-    )
-    if _is_chief_process():
-        _save_flags(config.model_dir)
+    this_module = FLAGS.get_flags_for_module(sys.modules[__name__])
+    config = configs.config_from_flags(
+        training.TrainConfig, FLAGS, data_dir=data_dir, export_at_end=_EXPORT.value,
+        flags_text=configs.flagfile_text(this_module, "Resolved flags of this run: rerun with --flagfile=THIS_FILE."))
     try:
         result = training.train(config)
     except training.TrainingError as error:

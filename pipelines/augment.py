@@ -1,7 +1,8 @@
 """The paper's augmentation and evaluation crops as small pure ops.
 
-Each works eagerly and inside tf.data, on one image [H, W, C] (and `pca_lighting` also on
-a batch [B, H, W, C], one offset per image). Random ops take a stateless `seed` (a shape [2]
+Each works eagerly and inside tf.data, on one image [H, W, C] (and `random_flip` and
+`pca_lighting` also on a batch [B, H, W, C], each image on its own: the training pipeline
+runs them per batch, see `pipelines.dataset.make_train_normalizer`). Random ops take a stateless `seed` (a shape [2]
 integer tensor): the same seed gives the same result, so a run is reproducible and the
 training input position can be checkpointed. `seed=None` draws from TensorFlow's global
 generator instead, for quick eager use.
@@ -85,9 +86,18 @@ def resize_square(image, size):
 
 
 def random_flip(image, *, seed=None):
-    """The image or its horizontal mirror, with probability 1/2 each."""
-    flip = tf.random.stateless_uniform([], seed=_seed_or_random(seed)) < 0.5
-    return tf.cond(flip, lambda: tf.reverse(image, axis=[-2]), lambda: image)
+    """The image or its horizontal mirror, with probability 1/2 each.
+
+    Args:
+      image: [H, W, C], or a batch [B, H, W, C] (each image flipped or not on its own).
+      seed: stateless seed [2], or None.
+
+    Returns:
+      The same shape and dtype.
+    """
+    image = tf.convert_to_tensor(image)
+    flips = tf.random.stateless_uniform(tf.shape(image)[:-3], seed=_seed_or_random(seed)) < 0.5
+    return tf.where(flips[..., tf.newaxis, tf.newaxis, tf.newaxis], tf.reverse(image, axis=[-2]), image)
 
 
 def random_crop_and_flip(image, size, *, crop_fraction=CROP_FRACTION, seed=None):

@@ -122,14 +122,11 @@ def make_train_normalizer(statistics, *, lighting_stddev):
 
     @tf.function(jit_compile=True)
     def normalize(images, seeds):
-        batch = tf.shape(images)[0]
-        flips = tf.random.stateless_uniform([batch], seed=seeds[0]) < 0.5
-        alphas = tf.random.stateless_normal([batch, 3], seed=seeds[1], stddev=lighting_stddev)
-        images = tf.where(flips[:, tf.newaxis, tf.newaxis, tf.newaxis],
-                          tf.reverse(images, axis=[2]), images)
-        # One [B, 1, 1, 3] term: each image's lighting offset minus the mean.
-        offsets = augment.lighting_offset(alphas, eigval=eigval, eigvec=eigvec) - mean
-        return tf.cast(images, tf.float32) + offsets[:, tf.newaxis, tf.newaxis, :]
+        # `augment`'s own flip and lighting on the whole batch; XLA fuses them with the cast
+        # and the mean into one pass.
+        flipped = augment.random_flip(images, seed=seeds[0])
+        return augment.pca_lighting(tf.cast(flipped, tf.float32) - mean, eigval=eigval, eigvec=eigvec,
+                                    stddev=lighting_stddev, seed=seeds[1])
 
     return normalize
 

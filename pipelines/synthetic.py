@@ -7,11 +7,14 @@ learns them quickly but not trivially.
 """
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 _PATTERNS = ("stripes", "rings", "checks")
 
@@ -99,6 +102,38 @@ def write_converted_dataset(root, *, num_images, num_classes=10, min_size=333, m
     conversion.convert_split(conversion.ConvertConfig(
         input_dir=images, output_dir=output, num_shards=num_shards, progress=False))
     return schema.split_file_pattern(output, schema.TRAIN_SPLIT)
+
+
+def write_train_and_validation(root, *, num_classes, train_images_per_class, eval_images_per_class,
+                               image_size):
+    """Generates and converts a train and a validation split into `root` once (the
+    quickstart's data; a later call reuses it). Returns the shards' folder.
+
+    The stored shorter side is image_size * 256 / 224, so the paper's crops need no resize.
+    """
+    from pipelines import conversion, schema
+
+    shards = os.path.join(root, "shards")
+    info = schema.read_dataset_info(shards) or {}
+    if {schema.TRAIN_SPLIT, schema.VALIDATION_SPLIT} <= set(info.get("splits", {})):
+        logger.info("Reusing the generated dataset in %s", shards)
+        return shards
+    resize_shorter = round(image_size * 256 / 224)
+    images = os.path.join(root, "images")
+    logger.info("Generating %d classes x (%d + %d) images into %s", num_classes, train_images_per_class,
+                eval_images_per_class, images)
+    size = dict(min_size=resize_shorter, max_size=round(resize_shorter * 1.5))
+    labels_file = os.path.join(images, "validation_labels.txt")
+    write_image_folder(os.path.join(images, schema.TRAIN_SPLIT), num_classes=num_classes,
+                       images_per_class=train_images_per_class, seed=1, **size)
+    write_image_folder(os.path.join(images, schema.VALIDATION_SPLIT), num_classes=num_classes,
+                       images_per_class=eval_images_per_class, seed=2, flat_with_labels=labels_file, **size)
+    for split, extra in ((schema.TRAIN_SPLIT, {}), (schema.VALIDATION_SPLIT, {"labels_file": labels_file})):
+        summary = conversion.convert_split(conversion.ConvertConfig(
+            input_dir=os.path.join(images, split), output_dir=shards, split=split,
+            resize_shorter=resize_shorter, progress=False, **extra))
+        logger.info("Converted %s: %d examples in %d shards", split, summary.num_examples, summary.num_shards)
+    return shards
 
 
 @contextlib.contextmanager

@@ -46,3 +46,43 @@ def trained_run(tiny_dataset, tmp_path_factory):
         model_dir=model_dir, data_dir=tiny_dataset, image_size=64, conv_filters=(8, 8, 16, 16, 8),
         fc_units=32, init="he", learning_rate=0.001, batch_size=5, epochs=2, steps_per_epoch=3))
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory):
+    """A tiny bvlc_alexnet-layout .npy (tests/weights/caffe_reference.py)."""
+    from tests.weights.caffe_reference import write_caffe_file
+
+    path = tmp_path_factory.mktemp("weights") / "bvlc_alexnet.npy"
+    write_caffe_file(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def imported_run(weights_file, tmp_path_factory):
+    """`weights_file` imported into a run directory, with class names."""
+    from alexnet_tf.weights import importing
+    from tests.weights.caffe_reference import TINY_CLASSES
+
+    names = tmp_path_factory.mktemp("names") / "synset_words.txt"
+    names.write_text("".join(f"n{i:08d} class number {i}\n" for i in range(TINY_CLASSES)))
+    model_dir = str(tmp_path_factory.mktemp("imported") / "bvlc")
+    importing.import_weights(weights_file, model_dir, class_names_file=str(names))
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def folder_227(tmp_path_factory):
+    """Shards of 3 generated classes stored with shorter side 260 (227-px crops need no resize)."""
+    from pipelines import conversion, synthetic
+
+    root = tmp_path_factory.mktemp("folder_227")
+    synthetic.write_image_folder(root / "train", num_classes=3, images_per_class=6, min_size=260,
+                                 max_size=300, seed=0)
+    synthetic.write_image_folder(root / "val", num_classes=3, images_per_class=2, min_size=260,
+                                 max_size=300, seed=1, flat_with_labels=str(root / "labels.txt"))
+    for split, folder, extra in (("train", "train", {}), ("validation", "val", {"labels_file": str(root / "labels.txt")})):
+        conversion.convert_split(conversion.ConvertConfig(
+            input_dir=str(root / folder), output_dir=str(root / "shards"), split=split, resize_shorter=260,
+            num_shards=1, workers=1, progress=False, **extra))
+    return str(root / "shards")

@@ -1,0 +1,95 @@
+"""The run directory: its layout (the names below; WORKSPACE.md draws it), and how to rebuild
+its model and its data facts.
+
+Training (and `alexnet_tf.import_weights`) writes `model_spec.json` (the `build_alexnet`
+arguments, class names and the training mean); evaluation, export, prediction and
+neighbours rebuild the same network from it and restore a checkpoint into it.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+from alexnet_tf.model.alexnet import build_alexnet, complete_build_kwargs
+
+MODEL_SPEC_FILE = "model_spec.json"
+FLAGS_FILE = "flags.txt"
+RESULTS_FILE = "train_results.json"
+EXPORT_DIR = "export"
+NPY_WEIGHTS_FILE = "alexnet_weights.npy"  # python -m alexnet_tf.export --format=npy
+CHECKPOINTS_DIR = "checkpoints"
+BACKUP_DIR = "backup"
+
+
+def write_model_spec(model_dir, *, build_kwargs, class_names, statistics, extra=None):
+    """Writes model_spec.json; `extra` adds keys (e.g. where imported weights came from)."""
+    from pipelines import schema
+
+    os.makedirs(model_dir, exist_ok=True)
+    schema.write_json_atomically(os.path.join(model_dir, MODEL_SPEC_FILE), {
+        **(extra or {}),
+        "build_alexnet": complete_build_kwargs(build_kwargs),
+        "class_names": list(class_names),
+        "rgb_mean": list(statistics.rgb_mean),
+        "rgb_eigval": list(statistics.rgb_eigval),
+        "rgb_eigvec": [list(row) for row in statistics.rgb_eigvec],
+        "label_offset": statistics.label_offset,
+    })
+
+
+def write_text_atomically(path, text):
+    """Writes `text` to `path` through a temporary file and a rename: never half a file."""
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(tmp_path, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp_path, path)
+
+
+def read_model_spec(model_dir):
+    path = os.path.join(model_dir, MODEL_SPEC_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} is missing: --model_dir must be a run directory written by alexnet_tf.train.")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def statistics_of(spec):
+    from pipelines.dataset import DatasetStatistics
+
+    return DatasetStatistics(rgb_mean=tuple(spec["rgb_mean"]), rgb_eigval=tuple(spec["rgb_eigval"]),
+                             rgb_eigvec=tuple(map(tuple, spec["rgb_eigvec"])),
+                             label_offset=spec.get("label_offset", 0),
+                             num_classes=spec["build_alexnet"]["num_classes"],
+                             class_names=tuple(spec["class_names"]))
+
+
+def latest_checkpoint(model_dir):
+    """The newest epoch checkpoint, else the newest backup; error if there is none."""
+    for folder in (CHECKPOINTS_DIR, BACKUP_DIR):
+        path = tf.train.latest_checkpoint(os.path.join(model_dir, folder))
+        if path:
+            return path
+    raise FileNotFoundError(f"No checkpoint in {model_dir}/{CHECKPOINTS_DIR} or /{BACKUP_DIR}.")
+
+
+def build_kwargs_of(spec):
+    """The `build_alexnet` arguments of a model spec."""
+    return complete_build_kwargs(spec["build_alexnet"])
+
+
+def has_checkpoint(model_dir):
+    """Whether model_dir holds an epoch checkpoint or a backup."""
+    return any(tf.train.get_checkpoint_state(os.path.join(model_dir, folder))
+               for folder in (CHECKPOINTS_DIR, BACKUP_DIR))
+
+
+def load_model(model_dir, checkpoint=None):
+    """(model with restored weights, model spec, checkpoint path) of a run directory."""
+    spec = read_model_spec(model_dir)
+    model = build_alexnet(**build_kwargs_of(spec))
+    path = checkpoint or latest_checkpoint(model_dir)
+    tf.train.Checkpoint(model=model).read(path).expect_partial()
+    return model, spec, path

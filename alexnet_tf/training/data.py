@@ -1,0 +1,111 @@
+"""The training run's data: a `TrainConfig`'s source (shards, TFDS, synthetic) resolved to
+per-worker datasets, class count, steps per epoch and dataset statistics."""
+
+import dataclasses
+import logging
+import os
+
+import tensorflow as tf
+
+from alexnet_tf.training.config import TrainingError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """What the loop needs of its data.
+
+    `statistics` are the data's own (mean, PCA, classes); the datasets take the statistics
+    to use, since weights made elsewhere keep the input mean they were trained with
+    (`training.start`).
+    """
+
+    make_train: object  # (input_context, statistics) -> tf.data.Dataset
+    make_eval: object  # (input_context, statistics) -> tf.data.Dataset, or None
+    num_classes: int
+    steps_per_epoch: int
+    num_eval_examples: int | None
+    statistics: object
+    class_names: tuple
+
+    @property
+    def has_eval(self):
+        return self.make_eval is not None
+
+    def train_dataset(self, input_context=None, statistics=None):
+        """This input pipeline's endless training stream (a `tf.distribute.InputContext`
+        says which share); `statistics` default to the data's."""
+        return self.make_train(input_context, statistics or self.statistics)
+
+    def eval_dataset(self, input_context=None, statistics=None):
+        """This input pipeline's share of the validation split, every example once."""
+        return self.make_eval(input_context, statistics or self.statistics)
+
+
+def resolve_data(config):
+    """The `TrainingData` of `config`'s source."""
+    from pipelines import dataset as datasets
+    from pipelines import schema
+
+    if config.synthetic:
+        num_classes = config.num_classes or 1000
+        steps = config.steps_per_epoch or 100
+
+        def synthetic(input_context, statistics):
+            del statistics  # already centred
+            batch = input_context.get_per_replica_batch_size(config.batch_size) if input_context else config.batch_size
+            images = tf.random.stateless_uniform([batch, config.image_size, config.image_size, 3],
+                                                 seed=(config.seed, 0), minval=-128.0, maxval=128.0)
+            labels = tf.random.stateless_uniform([batch], seed=(config.seed, 1), maxval=num_classes,
+                                                 dtype=tf.int32)
+            return tf.data.Dataset.from_tensors((images, labels)).repeat()
+
+        return TrainingData(synthetic, None, num_classes, steps, None, datasets.DatasetStatistics(), ())
+
+    if config.tfds_name:
+        import tensorflow_datasets as tfds
+
+        builder = tfds.builder(config.tfds_name, data_dir=config.tfds_data_dir)
+        num_classes = config.num_classes or builder.info.features["label"].num_classes
+        train_examples = builder.info.splits["train"].num_examples
+        eval_examples = builder.info.splits["validation"].num_examples
+        statistics = datasets.DatasetStatistics(num_classes=num_classes)
+        source = dict(tfds_name=config.tfds_name)
+        train_pattern = eval_pattern = config.tfds_data_dir
+    else:
+        train_pattern = config.train_files or schema.split_file_pattern(config.data_dir, schema.TRAIN_SPLIT)
+        eval_pattern = config.eval_files or (
+            schema.split_file_pattern(config.data_dir, schema.VALIDATION_SPLIT) if config.data_dir else None)
+        info_dir = config.data_dir or os.path.dirname(train_pattern)
+        statistics = datasets.load_statistics(info_dir)
+        num_classes = config.num_classes or statistics.num_classes
+        if not num_classes:
+            raise TrainingError(
+                f"No --num_classes and no class list in {info_dir}/dataset_info.json. Pass "
+                "--num_classes, or point --data_dir at the output of pipelines.convert.")
+        train_examples = statistics.splits.get(schema.TRAIN_SPLIT)
+        eval_examples = statistics.splits.get(schema.VALIDATION_SPLIT)
+        if eval_pattern and not tf.io.gfile.glob(eval_pattern):
+            logger.warning("No validation shards match %s: training without evaluation.", eval_pattern)
+            eval_pattern = None
+        source = {}
+    steps = config.steps_per_epoch or (train_examples or 0) // config.batch_size
+    if steps < 1:
+        raise TrainingError(
+            f"Cannot tell the steps per epoch: {train_examples} training examples for a batch of "
+            f"{config.batch_size}. Pass --steps_per_epoch, or a smaller --batch_size.")
+
+    def make_train(input_context, statistics):
+        return datasets.build_dataset(
+            train_pattern, training=True, batch_size=config.batch_size, image_size=config.image_size,
+            seed=config.seed, statistics=statistics, input_context=input_context,
+            shuffle_buffer=config.shuffle_buffer, data_service=config.tf_data_service, **source)
+
+    def make_eval(input_context, statistics):
+        return datasets.build_dataset(
+            eval_pattern, training=False, batch_size=config.batch_size, image_size=config.image_size,
+            statistics=statistics, input_context=input_context, **source)
+
+    return TrainingData(make_train, make_eval if eval_pattern else None, num_classes, steps, eval_examples,
+                        statistics, statistics.class_names)

@@ -1,0 +1,319 @@
+"""The training loop: `train`, the library behind `python -m alexnet_tf.train`.
+
+A custom loop (not Keras `fit`, which fails under MultiWorkerMirroredStrategy in Keras 3,
+keras-team/keras#20585) that runs unchanged under every tf.distribute strategy:
+
+- what the run starts from (new, resumed, or weights made elsewhere) is decided once, by
+  `start.plan_start`, before anything is built;
+- one `tf.function` runs `steps_per_execution` replica steps and returns summed metrics;
+- the whole training state (model, optimizer, input iterator, epoch and step counters,
+  plateau schedule) is one `tf.train.Checkpoint`, saved to `backup/` every
+  `backup_every_steps` steps, at every epoch end and on SIGTERM, and to `checkpoints/` at
+  every epoch end. A rerun restores the newest readable one (a torn or corrupt newest falls
+  back to the previous with a warning) and continues at the same step with the same data;
+- a NaN/Inf loss stops the run before anything is saved, so the last good state survives.
+
+The parts live beside it by job: `config` (what a run is asked), `data` (its data),
+`start` (what it starts from), `steps` (the compiled steps), `state` (the state on disk),
+`plateau` (the learning-rate schedule), `strategies`, `summaries` (TensorBoard).
+"""
+
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from alexnet_tf.model.alexnet import build_alexnet
+from alexnet_tf.model.metrics import errors_of
+from alexnet_tf.model.optimizer import MomentumSGD, folds_every_loss
+from alexnet_tf.serving import run_dir
+from alexnet_tf.training import strategies, summaries
+from alexnet_tf.training.config import NonFiniteLossError, TrainConfig, TrainingError, TrainResult
+from alexnet_tf.training.plateau import PlateauSchedule
+from alexnet_tf.training.start import freeze_layers, plan_start
+from alexnet_tf.training.state import TrainingState, write_dir_of
+from alexnet_tf.training.steps import evaluate_distributed, make_steps
+
+__all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "TrainingError", "build_training_objects", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+
+class _cluster_failures:  # noqa: N801  (a context manager used like a function)
+    """Turns a collective failure in a multi-worker run into a TrainingError that says what to do."""
+
+    _ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+               tf.errors.CancelledError, tf.errors.InternalError, tf.errors.UnknownError)
+
+    def __init__(self, num_workers):
+        self._num_workers = num_workers
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if self._num_workers > 1 and exc is not None and isinstance(exc, self._ERRORS):
+            first_line = (exc.message or "").strip().splitlines()[0][:300] if exc.message else type(exc).__name__
+            raise TrainingError(
+                f"A worker of the {self._num_workers}-worker cluster failed or became unreachable "
+                f"({type(exc).__name__}: {first_line}). Restart: rerun every worker with the same "
+                "command; training resumes from the last checkpoint.") from exc
+        return False
+
+
+class _SigtermFlag:
+    """Turns SIGTERM (preemption) into a flag the loop checks between executions."""
+
+    def __init__(self):
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.raised = True
+
+    def __exit__(self, *exc_info):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _set_precision(mixed_precision):
+    policy = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}[mixed_precision]
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def build_training_objects(config, strategy, start):
+    """(model, optimizer, plateau schedule) of a `RunStart` in the strategy's scope, its
+    frozen layers frozen before the optimizer makes its slots."""
+    with strategy.scope():
+        model = build_alexnet(**start.build_kwargs, seed=config.seed)
+        freeze_layers(model, start.freeze_layers)
+        # The paper's weight decay inside the update, one pass over the weights (optimizer.py).
+        optimizer = MomentumSGD(learning_rate=config.learning_rate, momentum=config.momentum,
+                                fold_weight_decay=folds_every_loss(model))
+        if config.mixed_precision == "float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        plateau = PlateauSchedule(
+            config.learning_rate, factor=config.plateau_factor, patience=config.plateau_patience,
+            min_delta=config.plateau_min_delta, cooldown=config.plateau_cooldown,
+            max_reductions=config.max_lr_reductions)
+    return model, optimizer, plateau
+
+
+def _set_learning_rate(optimizer, value):
+    inner = optimizer.inner_optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else optimizer
+    inner.learning_rate = value
+
+
+def train(config, *, on_epoch_end=None):
+    """Trains AlexNet as `config` says, resuming from `config.model_dir` if it holds a run.
+
+    Args:
+      config: a `TrainConfig`.
+      on_epoch_end: optional callable(epoch, metrics) for tests and tools.
+
+    Returns:
+      A `TrainResult`.
+
+    Raises:
+      TrainingError: bad data or arguments, or a NaN/Inf loss (nothing is saved then).
+    """
+    _set_precision(config.mixed_precision)
+    try:
+        return _train(config, on_epoch_end)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _train(config, on_epoch_end):
+    strategy = strategies.create_strategy(config.strategy, num_virtual_cpus=config.num_virtual_cpus)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise TrainingError(
+            f"Expected --batch_size to be divisible by the {replicas} replicas. "
+            f"Received: {config.batch_size}")
+    logger.info("Training with strategy %s; global batch %d (%d per replica)", strategies.describe(strategy),
+                config.batch_size, config.batch_size // replicas)
+    keras.utils.set_random_seed(config.seed)
+    start = plan_start(config)
+    data = start.data
+    model, optimizer, plateau = build_training_objects(config, strategy, start)
+    # Training input: this worker's share of the global batch from a plain tf.data iterator,
+    # which (unlike a distributed iterator) can be checkpointed for an exact resume.
+    num_workers, worker_index = strategies.worker_position(strategy)
+    iterator = iter(data.train_dataset(tf.distribute.InputContext(
+        num_input_pipelines=num_workers, input_pipeline_id=worker_index,
+        num_replicas_in_sync=num_workers), start.statistics))
+    write_dir, scratch = write_dir_of(config.model_dir, strategy)
+    chief = scratch is None
+    if chief:
+        run_dir.write_model_spec(config.model_dir, build_kwargs=start.build_kwargs, class_names=data.class_names,
+                                 statistics=start.statistics,
+                                 extra={"init_from": os.path.abspath(start.source)} if start.source else None)
+        if config.flags_text is not None:
+            run_dir.write_text_atomically(os.path.join(config.model_dir, run_dir.FLAGS_FILE), config.flags_text)
+    # The input position is part of the checkpoint on one worker. Not with a tf.data service
+    # (the stream lives there) nor with several workers: each reads other files, and only
+    # the chief's state reaches model_dir. There a resume restarts the (seeded) input stream.
+    checkpointed_iterator = None if (config.tf_data_service or num_workers > 1) else iterator
+    state = TrainingState(model=model, optimizer=optimizer, iterator=checkpointed_iterator, plateau=plateau,
+                          write_dir=write_dir, model_dir=config.model_dir, keep=config.keep_checkpoints)
+    restored = start.initialize(state)
+    epoch, step = int(state.epoch.numpy()), int(state.step.numpy())
+    if restored:
+        logger.info("Resuming from %s: epoch %d / step %d (learning rate %g, %d reductions)",
+                    restored, epoch, step, plateau.learning_rate.numpy(), plateau.reductions.numpy())
+    _set_learning_rate(optimizer, float(plateau.learning_rate.numpy()))
+    train_steps, eval_step = make_steps(model=model, optimizer=optimizer, strategy=strategy, config=config)
+    writers = summaries.create_writers(write_dir) if chief else None
+    eval_dataset = strategy.distribute_datasets_from_function(
+        lambda context: data.eval_dataset(context, start.statistics)) if data.has_eval else None
+    metrics = {}
+    preempted = False
+    try:
+        with _SigtermFlag() as sigterm, _cluster_failures(num_workers):
+            if writers and step == 0 and not config.tf_data_service:  # (a service job has one stream)
+                summaries.log_augmented_images(writers, data, start.statistics)
+            while epoch < config.epochs and not bool(plateau.stopped.numpy()):
+                preempted = _train_epoch(config, state, train_steps, iterator, optimizer, writers,
+                                         data.steps_per_epoch, sigterm, epoch)
+                if preempted:
+                    break
+                metrics = _end_epoch(config, state, plateau, optimizer, model, eval_step,
+                                     eval_dataset, writers, epoch)
+                epoch += 1
+                if on_epoch_end:
+                    on_epoch_end(epoch, metrics)
+                if sigterm.raised:
+                    preempted = True
+                    break
+    finally:
+        if writers:
+            for writer in writers.values():
+                writer.close()
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if preempted:
+        logger.warning("SIGTERM: saved the training state at epoch %d / step %d; rerun the same "
+                       "command to resume.", epoch, int(state.step.numpy()))
+        return TrainResult(epoch, int(state.step.numpy()), False, True, metrics)
+    final = dict(metrics)
+    if eval_dataset is not None and config.evaluate_at_end:
+        final = evaluate_distributed(eval_step, eval_dataset, max_steps=config.eval_steps)
+        print(f"Final validation: top-1 error {final['top1_error']:.4f} (accuracy "
+              f"{1 - final['top1_error']:.4f}), top-5 error {final['top5_error']:.4f} "
+              f"over {final['num_examples']} images")
+    export_path = None
+    if chief:
+        _write_results(config.model_dir, epoch, state, plateau, final)
+        if config.export_at_end:
+            from alexnet_tf.serving import saved_model
+
+            export_path = saved_model.export_model(
+                model, export_dir=os.path.join(config.model_dir, run_dir.EXPORT_DIR),
+                class_names=data.class_names, statistics=start.statistics, image_size=config.image_size)
+            print(f"Exported the SavedModel to {export_path}")
+    return TrainResult(epoch, int(state.step.numpy()), bool(plateau.stopped.numpy()), False, final,
+                       export_path)
+
+
+def _train_epoch(config, state, train_steps, iterator, optimizer, writers, steps_per_epoch, sigterm, epoch):
+    """Runs the rest of epoch `epoch`. Returns True if stopped by SIGTERM (state saved)."""
+    first_step = epoch * steps_per_epoch
+    done_in_epoch = int(state.step.numpy()) - first_step
+    totals = np.zeros(4)
+    window_start, window_images = time.perf_counter(), 0
+    last_backup = int(state.step.numpy())
+    while done_in_epoch < steps_per_epoch:
+        count = min(config.steps_per_execution, steps_per_epoch - done_in_epoch)
+        sums = train_steps(iterator, tf.constant(count)).numpy()
+        if not math.isfinite(sums[0]):
+            raise NonFiniteLossError(
+                f"The training loss became {sums[0] / max(sums[3], 1):g} at epoch {epoch} / step "
+                f"{int(state.step.numpy()) + count}. Nothing was saved: the last good state is in "
+                f"{config.model_dir}. Lower --learning_rate or check the input data.")
+        totals += sums
+        state.step.assign_add(count)
+        done_in_epoch += count
+        window_images += int(sums[3])
+        step = int(state.step.numpy())
+        if step // config.log_every_steps != (step - count) // config.log_every_steps or done_in_epoch == steps_per_epoch:
+            seconds = time.perf_counter() - window_start
+            metrics = errors_of(totals)
+            rate = window_images / max(seconds, 1e-9)
+            logger.info("epoch %d/%d step %d/%d: loss %.4f, top-1 error %.4f, top-5 error %.4f, "
+                        "lr %g, %.1f images/s", epoch + 1, config.epochs, done_in_epoch, steps_per_epoch,
+                        metrics["loss"], metrics["top1_error"], metrics["top5_error"],
+                        float(_current_lr(optimizer)), rate)
+            if writers:
+                with writers["train"].as_default():
+                    for name in ("loss", "top1_error", "top5_error"):
+                        tf.summary.scalar(name, metrics[name], step=step)
+                    tf.summary.scalar("learning_rate", float(_current_lr(optimizer)), step=step)
+                    tf.summary.scalar("images_per_second", rate, step=step)
+            totals = np.zeros(4)
+            window_start, window_images = time.perf_counter(), 0
+        if sigterm.raised:
+            state.save_backup()
+            return True
+        if step - last_backup >= config.backup_every_steps and done_in_epoch < steps_per_epoch:
+            state.save_backup()
+            last_backup = step
+    return False
+
+
+def _current_lr(optimizer):
+    inner = optimizer.inner_optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else optimizer
+    return float(np.asarray(inner.learning_rate))
+
+
+def _end_epoch(config, state, plateau, optimizer, model, eval_step, eval_dataset, writers, epoch):
+    metrics = {}
+    if eval_dataset is not None:
+        metrics = evaluate_distributed(eval_step, eval_dataset, max_steps=config.eval_steps)
+        decision = plateau.update(metrics["top1_error"])
+        if decision == "reduced":
+            _set_learning_rate(optimizer, float(plateau.learning_rate.numpy()))
+        logger.info("epoch %d validation: loss %.4f, top-1 error %.4f, top-5 error %.4f (%s; lr %g, "
+                    "%d reductions)", epoch + 1, metrics["loss"], metrics["top1_error"],
+                    metrics["top5_error"], decision, plateau.learning_rate.numpy(),
+                    plateau.reductions.numpy())
+        if decision == "stop":
+            logger.info("Validation error stopped improving after %d learning-rate reductions: "
+                        "stopping.", plateau.reductions.numpy())
+    if writers:
+        step = int(state.step.numpy())
+        with writers["validation"].as_default():
+            for name in ("loss", "top1_error", "top5_error"):
+                if name in metrics:
+                    tf.summary.scalar(name, metrics[name], step=step)
+        with writers["train"].as_default():
+            tf.summary.image("conv1_filters", summaries.conv1_filter_grid(model), step=step)
+            tf.summary.scalar("epoch", epoch + 1, step=step)
+    state.epoch.assign(epoch + 1)
+    state.save_checkpoint()
+    return metrics
+
+
+def _write_results(model_dir, epoch, state, plateau, final):
+    from pipelines import schema
+
+    schema.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS_FILE), {
+        "epochs_done": epoch, "steps_done": int(state.step.numpy()), "plateau": plateau.state(),
+        "final_validation": final})
+

@@ -1,0 +1,196 @@
+"""What a training run starts from, decided once: `plan_start`.
+
+Three starts, told apart before anything is built:
+
+- "resume": `model_dir` holds checkpoints of this run. The model is rebuilt from the run's
+  own `model_spec.json` when it was a fine-tune (its source is never read again), and the
+  newest readable state is restored (a torn newest falls back to an older one).
+- "init_from": a new run from weights made elsewhere (a run directory, or a bvlc_alexnet
+  .npy). The run takes their architecture (flags that disagree are an error) and their input
+  mean, copies every layer but `reinit_layers` (fc8 by default, rebuilt for the data's
+  classes), and freezes `freeze_layers`: no gradient, no weight decay, no optimizer slots.
+- "new": fresh weights from the config's architecture and the data's mean.
+
+The loop calls `plan_start` once: it checks the run directory and the layer names before
+reading any data, resolves the data, and returns a `RunStart`. The loop builds the model from
+`RunStart.build_kwargs`, freezes `RunStart.freeze_layers`, feeds `RunStart.data` with
+`RunStart.statistics`, and hands the checkpointed state to `RunStart.initialize`.
+"""
+
+import dataclasses
+import logging
+import os
+
+import keras
+
+from alexnet_tf.model.alexnet import WEIGHTED_LAYERS
+from alexnet_tf.serving import run_dir
+from alexnet_tf.training.config import TrainingError
+from alexnet_tf.training.data import resolve_data
+from alexnet_tf.weights import caffe
+from alexnet_tf.weights.importing import ARCHITECTURE_FIELDS, IMPORTED_FROM, flag_value
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("new", "resume", "init_from")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStart:
+    """Where a run starts.
+
+    Attributes:
+      kind: "new", "resume" or "init_from" (see the module docstring).
+      data: the run's `TrainingData`.
+      build_kwargs: the `build_alexnet` arguments of the run's model.
+      statistics: the data's `DatasetStatistics`, with the input mean the weights expect.
+      freeze_layers: layers that do not train.
+      reinit_layers: with "init_from", the layers that get fresh weights.
+      source: `init_from` of a fine-tune (new or resumed), else None.
+      source_model: with "init_from", the source's model holding its weights.
+    """
+
+    kind: str
+    data: object
+    build_kwargs: dict
+    statistics: object
+    freeze_layers: tuple = ()
+    reinit_layers: tuple = ()
+    source: str | None = None
+    source_model: keras.Model | None = None
+
+    def initialize(self, state):
+        """Puts the start's weights into `state`'s freshly built model: restores the newest
+        state of model_dir ("resume"), or copies the source's layers ("init_from").
+
+        Returns:
+          The path of the restored checkpoint, or None.
+        """
+        if self.kind == "resume":
+            return state.restore_newest()
+        if self.kind == "init_from":
+            _copy_layers(self.source_model, state.checkpoint.model, source=self.source,
+                         reinit_layers=self.reinit_layers)
+        return None
+
+
+def plan_start(config):
+    """The `RunStart` of `config`.
+
+    Raises:
+      TrainingError: model_dir holds imported weights; --freeze_layers / --reinit_layers
+        name unknown layers; the data cannot be read (`data.resolve_data`); the config's architecture does not fit the weights of
+        --init_from, or fc8 is kept but the classes differ.
+    """
+    _check_not_imported(config.model_dir)
+    _check_layer_names(config)
+    data = resolve_data(config)
+    resuming = run_dir.has_checkpoint(config.model_dir)
+    kind = "resume" if resuming else ("init_from" if config.init_from else "new")
+    if not config.init_from:
+        build_kwargs = dict(num_classes=data.num_classes, image_size=config.image_size, groups=config.groups,
+                            dropout=config.dropout, lrn=config.lrn, weight_decay=config.weight_decay,
+                            init=config.init, conv_filters=tuple(config.conv_filters), fc_units=config.fc_units)
+        return RunStart(kind, data, build_kwargs, data.statistics, freeze_layers=tuple(config.freeze_layers))
+    if resuming:
+        # A fine-tune resumes from its own checkpoint: its source is not read again.
+        spec = run_dir.read_model_spec(config.model_dir)
+        source_kwargs, rgb_mean, source_model = run_dir.build_kwargs_of(spec), tuple(spec["rgb_mean"]), None
+    else:
+        source_kwargs, rgb_mean, source_model = _load_source(config.init_from)
+    _check_architecture(config, source_kwargs)
+    if "fc8" not in config.reinit_layers and source_kwargs["num_classes"] != data.num_classes:
+        raise TrainingError(
+            f"fc8 of {config.init_from} has {source_kwargs['num_classes']} classes; the data has "
+            f"{data.num_classes}. Keep fc8 in --reinit_layers to give it the data's classes.")
+    # The source's architecture, the data's classes, the config's dropout, decay and init.
+    build_kwargs = dict(source_kwargs, num_classes=data.num_classes, dropout=config.dropout,
+                        weight_decay=config.weight_decay, init=config.init)
+    statistics = dataclasses.replace(data.statistics, rgb_mean=tuple(float(v) for v in rgb_mean))
+    return RunStart(kind, data, build_kwargs, statistics, freeze_layers=tuple(config.freeze_layers),
+                    reinit_layers=tuple(config.reinit_layers), source=config.init_from, source_model=source_model)
+
+
+def freeze_layers(model, names):
+    """Makes the named layers non-trainable: out of `trainable_variables`, so they get no
+    gradient, no optimizer slots, and no weight-decay term (Keras decays trainable weights)."""
+    for name in names:
+        model.get_layer(name).trainable = False
+
+
+def _load_source(path):
+    """(build kwargs, RGB mean, model with the weights) of a run directory (its latest
+    checkpoint) or a bvlc_alexnet .npy."""
+    if os.path.isdir(path):
+        try:
+            model, spec, checkpoint = run_dir.load_model(path)
+        except FileNotFoundError as error:
+            raise TrainingError(f"--init_from={path}: {error}") from error
+        logger.info("Initialising from %s", checkpoint)
+        return run_dir.build_kwargs_of(spec), tuple(spec["rgb_mean"]), model
+    if os.path.isfile(path):
+        try:
+            model, kwargs = caffe.import_caffe_npy(path)
+        except caffe.CaffeWeightsError as error:
+            raise TrainingError(f"--init_from: {error}") from error
+        logger.info("Initialising from the bvlc_alexnet weights in %s", path)
+        return kwargs, caffe.CAFFE_RGB_MEAN, model
+    raise TrainingError(
+        f"--init_from={path} is neither a run directory nor a weights file. Pass the --model_dir of a "
+        "run (or of alexnet_tf.import_weights), or a bvlc_alexnet .npy.")
+
+
+def _check_architecture(config, source_kwargs):
+    for field in ARCHITECTURE_FIELDS:
+        wanted, found = getattr(config, field), source_kwargs[field]
+        if isinstance(found, tuple):
+            wanted = tuple(wanted)
+        if wanted != found:
+            raise TrainingError(
+                f"--{field}={flag_value(wanted)} does not fit the weights in {config.init_from}, which "
+                f"were made with --{field}={flag_value(found)}. Pass --{field}={flag_value(found)}: a "
+                "fine-tune keeps the architecture of its weights.")
+
+
+def _check_layer_names(config):
+    """TrainingError naming any --freeze_layers / --reinit_layers entry that is not a layer
+    with weights, or a layer both re-initialised and frozen."""
+    for flag, names in (("freeze_layers", config.freeze_layers), ("reinit_layers", config.reinit_layers)):
+        unknown = [name for name in names if name not in WEIGHTED_LAYERS]
+        if unknown:
+            raise TrainingError(
+                f"--{flag} names {', '.join(unknown)}, which is not a layer with weights. Expected "
+                f"names among {', '.join(WEIGHTED_LAYERS)}.")
+    both = sorted(set(config.freeze_layers) & set(config.reinit_layers)) if config.init_from else []
+    if both:
+        raise TrainingError(
+            f"{', '.join(both)} would be re-initialised and frozen (random weights that never train). "
+            "Take it out of --freeze_layers or --reinit_layers.")
+
+
+def _check_not_imported(model_dir):
+    """TrainingError if model_dir holds imported weights (a run must start elsewhere)."""
+    path = os.path.join(model_dir, run_dir.MODEL_SPEC_FILE)
+    if os.path.exists(path) and IMPORTED_FROM in run_dir.read_model_spec(model_dir):
+        raise TrainingError(
+            f"{model_dir} holds weights imported by alexnet_tf.import_weights, not a training run. "
+            f"Fine-tune from it into a new folder: --init_from={model_dir} --model_dir=NEW_DIR.")
+
+
+def _copy_layers(source_model, model, *, source, reinit_layers):
+    """Copies the source's weights into `model`, every layer with weights but `reinit_layers`."""
+    copied = [name for name in WEIGHTED_LAYERS if name not in reinit_layers]
+    pairs = []
+    for name in copied:
+        source_layer, target = source_model.get_layer(name), model.get_layer(name)
+        for part in ("kernel", "bias"):
+            value, variable = getattr(source_layer, part), getattr(target, part)
+            if tuple(value.shape) != tuple(variable.shape):
+                raise TrainingError(
+                    f"Layer {name}: the {part} in {source} has shape {tuple(value.shape)}; the "
+                    f"model's has {tuple(variable.shape)}. Add {name} to --reinit_layers.")
+            pairs.append((variable, value))
+    for variable, value in pairs:
+        variable.assign(value)
+    logger.info("Copied %s from %s; fresh weights in %s", ", ".join(copied), source,
+                ", ".join(reinit_layers) or "no layer")

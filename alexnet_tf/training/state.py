@@ -1,0 +1,90 @@
+"""The training state on disk: one `tf.train.Checkpoint` of model, optimizer, input iterator,
+counters and plateau schedule, saved to `backup/` (restart state) and `checkpoints/` (one per
+epoch), and restored from the newest readable one."""
+
+import logging
+import os
+import tempfile
+
+import tensorflow as tf
+
+from alexnet_tf.serving import run_dir
+from alexnet_tf.training import strategies
+from alexnet_tf.training.config import NonFiniteLossError, TrainingError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = run_dir.CHECKPOINTS_DIR
+BACKUP_DIR = run_dir.BACKUP_DIR
+
+
+def write_dir_of(model_dir, strategy):
+    """model_dir for the chief; a scratch folder for other workers (deleted at the end)."""
+    if strategies.is_chief(strategy):
+        return model_dir, None
+    scratch = tempfile.mkdtemp(prefix="alexnet_worker_")
+    return scratch, scratch
+
+
+class TrainingState:
+    """The checkpointed state and its two managers (epoch checkpoints and restart backups)."""
+
+    def __init__(self, *, model, optimizer, iterator, plateau, write_dir, model_dir, keep):
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        # A tf.data service stream lives on the service: its position cannot be saved.
+        parts = dict(iterator=iterator) if iterator is not None else {}
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, plateau=plateau, epoch=self.epoch, step=self.step, **parts)
+        self.model_dir = model_dir
+        self.checkpoints = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(write_dir, CHECKPOINTS_DIR), max_to_keep=keep,
+            checkpoint_name="ckpt")
+        self.backups = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(write_dir, BACKUP_DIR), max_to_keep=2, checkpoint_name="backup")
+
+    def restore_newest(self):
+        """Restores the newest readable state of model_dir. Returns its path or None."""
+        candidates = []
+        for folder, prefix in ((BACKUP_DIR, "backup"), (CHECKPOINTS_DIR, "ckpt")):
+            state = tf.train.get_checkpoint_state(os.path.join(self.model_dir, folder))
+            for path in (state.all_model_checkpoint_paths if state else []):
+                candidates.append(path)
+        # Newest first; a backup and an epoch checkpoint of the same step are the same state.
+        ordered = sorted(candidates, key=checkpoint_step, reverse=True)
+        for index, path in enumerate(ordered):
+            try:
+                self.checkpoint.read(path).assert_existing_objects_matched().expect_partial()
+                return path
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
+                logger.warning("Cannot restore %s (%s); falling back to an older checkpoint.",
+                               path, str(error).splitlines()[0][:200])
+        if ordered:
+            raise TrainingError(
+                f"No readable checkpoint in {self.model_dir} (tried {len(ordered)}). Move the run "
+                "directory away to start over.")
+        return None
+
+    def save_backup(self):
+        self._check_finite()
+        self.backups.save(checkpoint_number=int(self.step.numpy()))
+
+    def save_checkpoint(self):
+        self._check_finite()
+        self.checkpoints.save(checkpoint_number=int(self.step.numpy()))
+        self.backups.save(checkpoint_number=int(self.step.numpy()))
+
+    def _check_finite(self):
+        # Never let NaN/Inf weights replace the last good state.
+        model = self.checkpoint.model
+        finite = all(bool(tf.reduce_all(tf.math.is_finite(v.value))) for v in model.trainable_variables)
+        if not finite:
+            raise NonFiniteLossError(
+                f"The weights hold NaN/Inf at step {int(self.step.numpy())}. Nothing was saved: the "
+                f"last good state is in {self.model_dir}. Lower --learning_rate or check the data.")
+
+
+def checkpoint_step(path):
+    """The global step in a checkpoint's name (both managers number checkpoints by step)."""
+    suffix = path.rsplit("-", 1)[-1]
+    return int(suffix) if suffix.isdigit() else -1

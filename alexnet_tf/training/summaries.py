@@ -1,0 +1,47 @@
+"""TensorBoard for a training run: the writers and the images (conv1's filters, the paper's
+Figure 3, and a grid of augmented training inputs)."""
+
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+LOGS_DIR = "logs"
+
+
+def _image_grid(images, columns):
+    """[N, H, W, C] in [0, 1] -> [1, rows*H, columns*W, C] with 1-px gaps."""
+    count, height, width, channels = images.shape
+    rows = math.ceil(count / columns)
+    grid = np.ones((rows * (height + 1) - 1, columns * (width + 1) - 1, channels), np.float32)
+    for index in range(count):
+        r, c = divmod(index, columns)
+        grid[r * (height + 1):r * (height + 1) + height, c * (width + 1):c * (width + 1) + width] = images[index]
+    return grid[np.newaxis]
+
+
+def conv1_filter_grid(model):
+    """The conv1 kernels as one image (the paper's Figure 3): one row block per group."""
+    kernel = model.get_layer("conv1").kernel.numpy()  # [11, 11, 3, 96]
+    filters = np.transpose(kernel, (3, 0, 1, 2))
+    low, high = filters.min(axis=(1, 2, 3), keepdims=True), filters.max(axis=(1, 2, 3), keepdims=True)
+    filters = (filters - low) / np.maximum(high - low, 1e-12)
+    return _image_grid(filters, columns=max(1, len(filters) // 4))
+
+
+def _augmented_grid(images, mean):
+    pixels = np.clip((np.asarray(images[:16], np.float32) + np.asarray(mean, np.float32)) / 255.0, 0, 1)
+    return _image_grid(pixels, columns=8)
+
+
+def create_writers(write_dir):
+    return {name: tf.summary.create_file_writer(os.path.join(write_dir, LOGS_DIR, name))
+            for name in ("train", "validation")}
+
+
+def log_augmented_images(writers, data, statistics):
+    """A grid of the first training batch's inputs, as the model sees them (mean added back)."""
+    images, _ = next(iter(data.train_dataset(None, statistics)))
+    with writers["train"].as_default():
+        tf.summary.image("augmented_training_images", _augmented_grid(images.numpy(), statistics.rgb_mean), step=0)

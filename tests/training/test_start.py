@@ -1,0 +1,121 @@
+"""What a run starts from (`alexnet_tf.training.start`): fine-tuning from imported weights, a
+run directory or a .npy; frozen and re-initialised layers; refused starts."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import build_alexnet, training
+from alexnet_tf.serving import run_dir
+from alexnet_tf.training import start
+from alexnet_tf.weights import caffe
+from alexnet_tf.model.optimizer import folds_every_loss
+from tests.weights.caffe_reference import TINY_FC, TINY_FILTERS
+from tests.commands import run_command
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+# The tiny weights' architecture, as flags (a fine-tune must be given the weights' own).
+TINY_ARCHITECTURE = [f"--conv_filters={','.join(map(str, TINY_FILTERS))}", f"--fc_units={TINY_FC}"]
+
+
+
+def test_training_into_an_imported_folder_is_refused(imported_run, tiny_dataset):
+    with pytest.raises(training.TrainingError, match="--init_from=.*--model_dir=NEW_DIR"):
+        training.train(training.TrainConfig(model_dir=imported_run, data_dir=tiny_dataset, image_size=64))
+
+
+def test_mismatched_architecture_is_an_error_before_anything_is_written(imported_run, tiny_dataset, tmp_path):
+    common = dict(init_from=imported_run, data_dir=tiny_dataset, conv_filters=TINY_FILTERS, fc_units=TINY_FC,
+                  batch_size=5)
+    with pytest.raises(training.TrainingError, match="--image_size=64 does not fit .* --image_size=227"):
+        training.train(training.TrainConfig(model_dir=str(tmp_path / "a"), image_size=64, **common))
+    with pytest.raises(training.TrainingError, match="--fc_units=16 does not fit .* --fc_units=32"):
+        training.train(training.TrainConfig(model_dir=str(tmp_path / "b"), image_size=227,
+                                            **dict(common, fc_units=16)))
+    with pytest.raises(training.TrainingError, match="fc8 of .* has 7 classes; the data has 5"):
+        training.train(training.TrainConfig(model_dir=str(tmp_path / "c"), image_size=227, reinit_layers=(),
+                                            **common))
+    with pytest.raises(training.TrainingError, match="--freeze_layers names pool5"):
+        training.train(training.TrainConfig(model_dir=str(tmp_path / "d"), image_size=227,
+                                            freeze_layers=("pool5",), **common))
+    assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+def test_frozen_layers_are_not_trained_not_decayed_and_have_no_slots():
+    model = build_alexnet(5, image_size=64, conv_filters=(8, 8, 8, 8, 8), fc_units=16)
+    start.freeze_layers(model, CONV_LAYERS)
+    names = sorted(v.path for v in model.trainable_variables)
+    assert names == sorted(f"{layer}/{part}" for layer in ("fc6", "fc7", "fc8") for part in ("kernel", "bias"))
+    assert len(model.losses) == 3  # the decay of fc6, fc7 and fc8 only
+    assert folds_every_loss(model)
+    from alexnet_tf import MomentumSGD
+
+    optimizer = MomentumSGD(learning_rate=0.01, momentum=0.9)
+    optimizer.build(model.trainable_variables)
+    assert len(optimizer.momentums) == 6
+
+
+@pytest.mark.slow
+def test_finetune_cli_from_imported_weights_freezes_exports_and_resumes(weights_file, folder_227, tmp_path):
+    imported = str(tmp_path / "bvlc")
+    run_command("alexnet_tf.import_weights", f"--weights={weights_file}", f"--model_dir={imported}")
+    run = str(tmp_path / "mine")
+    command = ["--flagfile=flags/finetune.flags", f"--init_from={imported}", f"--data_dir={folder_227}",
+               f"--model_dir={run}", *TINY_ARCHITECTURE, "--batch_size=6", "--epochs=1",
+               "--steps_per_epoch=3", "--learning_rate=0.01"]
+    result = run_command("alexnet_tf.train", *command)
+    assert "Copied conv1, conv2, conv3, conv4, conv5, fc6, fc7 from" in result.stderr
+    assert "Sharding callback" not in result.stderr  # TensorFlow's INFO lines stay hidden
+    source, _, _ = run_dir.load_model(imported)
+    tuned, spec, _ = run_dir.load_model(run)
+    for name in CONV_LAYERS:  # frozen: bit-identical
+        for part in ("kernel", "bias"):
+            np.testing.assert_array_equal(getattr(tuned.get_layer(name), part).numpy(),
+                                          getattr(source.get_layer(name), part).numpy(), err_msg=name)
+    for name in ("fc6", "fc7"):  # trained from the copied weights
+        assert not np.array_equal(tuned.get_layer(name).kernel.numpy(), source.get_layer(name).kernel.numpy())
+    assert tuned.get_layer("fc8").kernel.shape == (TINY_FC, 3)
+    # The run keeps the weights' function (Caffe's LRN) and input mean.
+    assert spec["build_alexnet"]["lrn_bias"] == 1.0 and spec["rgb_mean"] == pytest.approx(caffe.CAFFE_RGB_MEAN)
+    checkpoint = tf.train.latest_checkpoint(os.path.join(run, "checkpoints"))
+    # Momentum slots for fc6, fc7, fc8 only (iterations and learning rate are scalars).
+    slots = sorted(shape for name, shape in tf.train.list_variables(checkpoint)
+                   if name.startswith("optimizer/_variables/") and shape)
+    assert slots == sorted([[8 * 36, TINY_FC], [TINY_FC], [TINY_FC, TINY_FC], [TINY_FC], [TINY_FC, 3], [3]])
+    export = os.path.join(run, "export", "1")
+    outputs = tf.saved_model.load(export).signatures["serving_default"](
+        image_bytes=tf.constant([open(sorted(_images(folder_227))[0], "rb").read()]))
+    assert outputs["probabilities"].shape == (1, 3)
+    # A rerun resumes from the run's own checkpoint, without its source (here: gone).
+    shutil.rmtree(imported)
+    resumed = run_command("alexnet_tf.train", *command[:-3], "--epochs=2", "--steps_per_epoch=3")
+    assert "Resuming from" in resumed.stderr and "Copied" not in resumed.stderr
+    assert json.loads(open(os.path.join(run, "train_results.json")).read())["steps_done"] == 6
+
+
+def _images(shards_dir):
+    root = os.path.dirname(shards_dir)
+    return [os.path.join(folder, name) for folder, _, names in os.walk(os.path.join(root, "train"))
+            for name in names]
+
+
+@pytest.mark.slow
+def test_init_from_an_npy_or_a_run_directory(weights_file, folder_227, tmp_path):
+    from_npy = str(tmp_path / "from_npy")
+    common = dict(data_dir=folder_227, image_size=227, conv_filters=TINY_FILTERS, fc_units=TINY_FC,
+                  batch_size=6, epochs=1, steps_per_epoch=1, evaluate_at_end=False, export_at_end=False)
+    training.train(training.TrainConfig(model_dir=from_npy, init_from=weights_file, **common))
+    # A run directory works as a source too; with fc8 kept, the classes must match (3 = 3).
+    # Under a mixed-precision policy (the GPU recipe's) the copy and the freeze hold alike.
+    from_run = str(tmp_path / "from_run")
+    training.train(training.TrainConfig(model_dir=from_run, init_from=from_npy, reinit_layers=(),
+                                        freeze_layers=("conv1",), mixed_precision="bfloat16", **common))
+    first, _, _ = run_dir.load_model(from_npy)
+    second, _, _ = run_dir.load_model(from_run)
+    np.testing.assert_array_equal(second.get_layer("conv1").kernel.numpy(), first.get_layer("conv1").kernel.numpy())
+    assert not np.array_equal(second.get_layer("fc8").kernel.numpy(), first.get_layer("fc8").kernel.numpy())
