@@ -34,12 +34,13 @@ def portable_kernels():
 
 
 def is_portable():
+    """Whether this thread is inside `portable_kernels()`."""
     return getattr(_state, "portable", False)
 
 
 def has_gpu():
+    """Whether TensorFlow sees a GPU (there the layers use cuDNN's kernels)."""
     return bool(tf.config.list_logical_devices("GPU"))
-
 
 
 # ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import random
 from pipelines import schema
 from pipelines.conversion.config import ConversionError
 
+# Per-shard manifests in output_dir: what makes a rerun resume.
 MANIFEST_DIR = ".convert"
 # ImageNet's tools: 1024 training / 128 validation shards; small inputs get fewer, with at
 # least this many images in a shard.
