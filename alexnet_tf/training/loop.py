@@ -18,6 +18,7 @@ The parts live beside it by job: `config` (what a run is asked), `data` (its dat
 `plateau` (the learning-rate schedule), `strategies`, `summaries` (TensorBoard).
 """
 
+import json
 import logging
 import math
 import os
@@ -36,7 +37,7 @@ from alexnet_tf.serving import run_dir
 from alexnet_tf.training import strategies, summaries
 from alexnet_tf.training.config import NonFiniteLossError, TrainConfig, TrainingError, TrainResult
 from alexnet_tf.training.plateau import PlateauSchedule
-from alexnet_tf.training.start import freeze_layers, plan_start
+from alexnet_tf.training.start import RUN_SETTINGS_KEY, check_trainable, freeze_layers, plan_start, run_settings
 from alexnet_tf.training.state import TrainingState, write_dir_of
 from alexnet_tf.training.steps import evaluate_distributed, make_steps
 
@@ -150,6 +151,22 @@ def _train(config, on_epoch_end):
     logger.info("Training with strategy %s; global batch %d (%d per replica)", strategies.describe(strategy),
                 config.batch_size, config.batch_size // replicas)
     keras.utils.set_random_seed(config.seed)
+    check_trainable(config.model_dir)
+    # One trainer per run directory: the chief holds its lock until the run ends.
+    lock = run_dir.RunDirLock(config.model_dir) if strategies.is_chief(strategy) else None
+    if lock:
+        try:
+            lock.acquire()
+        except run_dir.RunDirInUseError as error:
+            raise TrainingError(str(error)) from None
+    try:
+        return _train_locked(config, strategy, on_epoch_end)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _train_locked(config, strategy, on_epoch_end):
     start = plan_start(config)
     data = start.data
     model, optimizer, plateau = build_training_objects(config, strategy, start)
@@ -162,9 +179,11 @@ def _train(config, on_epoch_end):
     write_dir, scratch = write_dir_of(config.model_dir, strategy)
     chief = scratch is None
     if chief:
+        extra = {RUN_SETTINGS_KEY: run_settings(config)}
+        if start.source:
+            extra["init_from"] = os.path.abspath(start.source)
         run_dir.write_model_spec(config.model_dir, build_kwargs=start.build_kwargs, class_names=data.class_names,
-                                 statistics=start.statistics,
-                                 extra={"init_from": os.path.abspath(start.source)} if start.source else None)
+                                 statistics=start.statistics, extra=extra)
         if config.flags_text is not None:
             run_dir.write_text_atomically(os.path.join(config.model_dir, run_dir.FLAGS_FILE), config.flags_text)
     # The input position is part of the checkpoint on one worker. Not with a tf.data service
@@ -178,6 +197,9 @@ def _train(config, on_epoch_end):
     if restored:
         logger.info("Resuming from %s: epoch %d / step %d (learning rate %g, %d reductions)",
                     restored, epoch, step, plateau.learning_rate.numpy(), plateau.reductions.numpy())
+    finished = _finished_results(config, epoch, plateau) if restored else None
+    if finished is not None:
+        return TrainResult(epoch, step, bool(plateau.stopped.numpy()), False, finished)
     _set_learning_rate(optimizer, float(plateau.learning_rate.numpy()))
     train_steps, eval_step = make_steps(model=model, optimizer=optimizer, strategy=strategy, config=config)
     writers = summaries.create_writers(write_dir) if chief else None
@@ -215,9 +237,7 @@ def _train(config, on_epoch_end):
     final = dict(metrics)
     if eval_dataset is not None and config.evaluate_at_end:
         final = evaluate_distributed(eval_step, eval_dataset, max_steps=config.eval_steps)
-        print(f"Final validation: top-1 error {final['top1_error']:.4f} (accuracy "
-              f"{1 - final['top1_error']:.4f}), top-5 error {final['top5_error']:.4f} "
-              f"over {final['num_examples']} images")
+        _print_final(final)
     export_path = None
     if chief:
         _write_results(config.model_dir, epoch, state, plateau, final)
@@ -308,6 +328,35 @@ def _end_epoch(config, state, plateau, optimizer, model, eval_step, eval_dataset
     state.epoch.assign(epoch + 1)
     state.save_checkpoint()
     return metrics
+
+
+def _print_final(final):
+    print(f"Final validation: top-1 error {final['top1_error']:.4f} (accuracy "
+          f"{1 - final['top1_error']:.4f}), top-5 error {final['top5_error']:.4f} "
+          f"over {final['num_examples']} images")
+
+
+def _finished_results(config, epoch, plateau):
+    """The final validation of a run that was already finished (its epochs done or stopped by
+    the plateau rule, and its results written): printed again, nothing evaluated or exported.
+    None if the run has more to do."""
+    if epoch < config.epochs and not bool(plateau.stopped.numpy()):
+        return None
+    path = os.path.join(config.model_dir, run_dir.RESULTS_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            results = json.load(f)
+    except (OSError, ValueError):
+        return None  # ended before its results were written: evaluate and export now
+    if results.get("epochs_done") != epoch:
+        return None
+    final = results.get("final_validation") or {}
+    if {"top1_error", "top5_error", "num_examples"} <= set(final):
+        _print_final(final)
+    why = "the plateau rule stopped it" if bool(plateau.stopped.numpy()) else f"--epochs={config.epochs} are done"
+    print(f"This run is finished ({why}): nothing was trained, evaluated or exported. Train longer with a "
+          f"larger --epochs; export again with python -m alexnet_tf.export --model_dir={config.model_dir}")
+    return final
 
 
 def _write_results(model_dir, epoch, state, plateau, final):

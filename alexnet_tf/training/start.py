@@ -2,9 +2,12 @@
 
 Three starts, told apart before anything is built:
 
-- "resume": `model_dir` holds checkpoints of this run. The model is rebuilt from the run's
-  own `model_spec.json` when it was a fine-tune (its source is never read again), and the
-  newest readable state is restored (a torn newest falls back to an older one).
+- "resume": `model_dir` holds checkpoints of this run. The settings that fix the run's
+  network, data and order through the data (`RESUME_FIXED_FIELDS`, recorded in
+  `model_spec.json` when the run started) must be the same: a rerun that changes any stops
+  before writing anything, listing each. The model is rebuilt from the run's own
+  `model_spec.json` when it was a fine-tune (its source is never read again), and the newest
+  readable state is restored (a torn newest falls back to an older one).
 - "init_from": a new run from weights made elsewhere (a run directory, or a bvlc_alexnet
   .npy). The run takes their architecture (flags that disagree are an error) and their input
   mean, copies every layer but `reinit_layers` (fc8 by default, rebuilt for the data's
@@ -33,6 +36,20 @@ from alexnet_tf.weights.importing import ARCHITECTURE_FIELDS, IMPORTED_FROM, fla
 logger = logging.getLogger(__name__)
 
 KINDS = ("new", "resume", "init_from")
+
+# What a resume must keep: the network, the data, and the order through it (the checkpointed
+# input position means nothing with another batch, epoch length, seed or shuffle buffer).
+# Everything else may change on a resume (epochs, the learning-rate recipe, logging, backups,
+# evaluation steps, strategy and device flags) and is recorded in flags.txt.
+RESUME_FIXED_FIELDS = ("image_size", "groups", "lrn", "conv_filters", "fc_units", "num_classes", "batch_size",
+                       "steps_per_epoch", "data_dir", "train_files", "eval_files", "tfds_name", "tfds_data_dir",
+                       "synthetic", "init_from", "seed", "shuffle_buffer")
+_PATH_FIELDS = ("data_dir", "train_files", "eval_files", "tfds_data_dir", "init_from")
+# model_spec.json's record of them.
+RUN_SETTINGS_KEY = "run_settings"
+# The network as model_spec.json records it, compared on a resume (older runs have no
+# RUN_SETTINGS_KEY; their network is still checked).
+_NETWORK_KEYS = ("num_classes", "image_size", "groups", "lrn", "conv_filters", "fc_units")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,15 +99,20 @@ def plan_start(config):
         name unknown layers; the data cannot be read (`data.resolve_data`); the config's architecture does not fit the weights of
         --init_from, or fc8 is kept but the classes differ.
     """
-    _check_not_imported(config.model_dir)
+    check_trainable(config.model_dir)
     _check_layer_names(config)
     data = resolve_data(config)
     resuming = run_dir.has_checkpoint(config.model_dir)
     kind = "resume" if resuming else ("init_from" if config.init_from else "new")
+    spec = _spec_if_any(config.model_dir) if resuming else None
+    if spec:
+        _check_resume_settings(config, spec.get(RUN_SETTINGS_KEY))
     if not config.init_from:
         build_kwargs = dict(num_classes=data.num_classes, image_size=config.image_size, groups=config.groups,
                             dropout=config.dropout, lrn=config.lrn, weight_decay=config.weight_decay,
                             init=config.init, conv_filters=tuple(config.conv_filters), fc_units=config.fc_units)
+        if spec:
+            _check_resume_network(config, run_dir.build_kwargs_of(spec), build_kwargs)
         return RunStart(kind, data, build_kwargs, data.statistics, freeze_layers=tuple(config.freeze_layers))
     if resuming:
         # A fine-tune resumes from its own checkpoint: its source is not read again.
@@ -106,9 +128,61 @@ def plan_start(config):
     # The source's architecture, the data's classes, the config's dropout, decay and init.
     build_kwargs = dict(source_kwargs, num_classes=data.num_classes, dropout=config.dropout,
                         weight_decay=config.weight_decay, init=config.init)
+    if resuming:
+        _check_resume_network(config, source_kwargs, build_kwargs)
     statistics = dataclasses.replace(data.statistics, rgb_mean=tuple(float(v) for v in rgb_mean))
     return RunStart(kind, data, build_kwargs, statistics, freeze_layers=tuple(config.freeze_layers),
                     reinit_layers=tuple(config.reinit_layers), source=config.init_from, source_model=source_model)
+
+
+def run_settings(config):
+    """The config's `RESUME_FIXED_FIELDS` as model_spec.json records them (paths absolute)."""
+    settings = {}
+    for field in RESUME_FIXED_FIELDS:
+        value = getattr(config, field)
+        if field in _PATH_FIELDS and value and "://" not in value:
+            value = os.path.abspath(value)
+        settings[field] = list(value) if isinstance(value, tuple) else value
+    return settings
+
+
+def _spec_if_any(model_dir):
+    try:
+        return run_dir.read_model_spec(model_dir)
+    except FileNotFoundError:
+        return None
+
+
+def _refuse_resume(config, differences):
+    lines = "\n".join(f"  --{name}: the run's {flag_value(old)}, now {flag_value(new)}" for name, old, new in differences)
+    flagfile = os.path.join(config.model_dir, run_dir.FLAGS_FILE)
+    raise TrainingError(
+        f"{config.model_dir} holds a run that was started with other settings, and a resume must keep "
+        f"them (they fix the run's network, its data or its order through the data):\n{lines}\n"
+        f"Nothing was written. Resume with the run's own values (--flagfile={flagfile}, then only flags "
+        "that may change: --epochs, --learning_rate, --log_every_steps, --backup_every_steps, --eval_steps, "
+        "--strategy, ...), or train into a new --model_dir.")
+
+
+def _check_resume_settings(config, recorded):
+    if not recorded:
+        return
+    current = run_settings(config)
+    differences = [(field, recorded[field], current[field]) for field in RESUME_FIXED_FIELDS
+                   if field in recorded and recorded[field] != current[field]]
+    if differences:
+        _refuse_resume(config, differences)
+
+
+def _check_resume_network(config, recorded_kwargs, build_kwargs):
+    differences = [(key, recorded_kwargs[key], build_kwargs[key]) for key in _NETWORK_KEYS
+                   if _as_tuple(recorded_kwargs[key]) != _as_tuple(build_kwargs[key])]
+    if differences:
+        _refuse_resume(config, differences)
+
+
+def _as_tuple(value):
+    return tuple(value) if isinstance(value, list) else value
 
 
 def freeze_layers(model, names):
@@ -168,7 +242,7 @@ def _check_layer_names(config):
             "Take it out of --freeze_layers or --reinit_layers.")
 
 
-def _check_not_imported(model_dir):
+def check_trainable(model_dir):
     """TrainingError if model_dir holds imported weights (a run must start elsewhere)."""
     path = os.path.join(model_dir, run_dir.MODEL_SPEC_FILE)
     if os.path.exists(path) and IMPORTED_FROM in run_dir.read_model_spec(model_dir):

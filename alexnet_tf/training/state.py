@@ -52,17 +52,22 @@ class TrainingState:
                 candidates.append(path)
         # Newest first; a backup and an epoch checkpoint of the same step are the same state.
         ordered = sorted(candidates, key=checkpoint_step, reverse=True)
-        for index, path in enumerate(ordered):
+        failures = []
+        for path in ordered:
             try:
                 self.checkpoint.read(path).assert_existing_objects_matched().expect_partial()
                 return path
             except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
-                logger.warning("Cannot restore %s (%s); falling back to an older checkpoint.",
-                               path, str(error).splitlines()[0][:200])
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                failures.append(f"  {os.path.relpath(path, self.model_dir)}: {reason}")
+                logger.warning("Cannot restore %s (%s); falling back to an older checkpoint.", path, reason)
         if ordered:
             raise TrainingError(
-                f"No readable checkpoint in {self.model_dir} (tried {len(ordered)}). Move the run "
-                "directory away to start over.")
+                f"None of the {len(ordered)} checkpoints in {self.model_dir} can be restored into this "
+                "run's model and state:\n" + "\n".join(failures) + "\nNothing was changed. If the "
+                "flags differ from the run's, resume with its own flagfile (flags.txt in the run "
+                "directory); if the files are damaged (a full disk, a copy cut short), restore them "
+                "from a backup copy; or train into a new --model_dir.")
         return None
 
     def save_backup(self):

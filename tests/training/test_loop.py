@@ -1,6 +1,7 @@
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,18 +173,22 @@ def test_sigkill_then_rerun_with_its_flagfile_resumes_exactly(tmp_path, tiny_dat
     process = subprocess.Popen([sys.executable, "-m", "alexnet_tf.train", *common, f"--model_dir={run}"],
                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
+    while True:
+        # The run must still be going when it is killed, or this test would prove nothing.
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "no backup at step >= 4 within 180 s"
         state = tf.train.get_checkpoint_state(str(run / "backup"))
         if state and state.model_checkpoint_path.endswith(("-4", "-5", "-6", "-7")):
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    assert process.wait() == -signal.SIGKILL  # killed, not ended
     # The run's flags.txt is itself a valid flagfile: rerunning with it alone resumes the run.
     text = (run / "flags.txt").read_text()
     assert "--steps_per_epoch=6" in text and "--conv_filters=8,8,16,16,8" in text and f"--model_dir={run}" in text
     result = _cli(f"--flagfile={run / 'flags.txt'}")
-    assert "Resuming from" in result.stderr
+    resumed_at = re.search(r"Resuming from \S+: epoch \d+ / step (\d+)", result.stderr)
+    assert resumed_at and 4 <= int(resumed_at.group(1)) < 12, result.stderr[-3000:]  # mid-run, not the end
     reference = _weights(tf.train.latest_checkpoint(str(tmp_path / "reference" / "checkpoints")))
     resumed = _weights(tf.train.latest_checkpoint(str(run / "checkpoints")))
     assert set(reference) == set(resumed)
@@ -275,3 +280,24 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, tiny_d
     assert "falling back to an older checkpoint" in caplog.text
     assert "Resuming from" in caplog.text and "step 4" in caplog.text  # checkpoints/ckpt-4 is intact
     assert result.steps_done == 4
+
+
+def test_one_trainer_per_run_directory(tmp_path, tiny_dataset):
+    """A live holder of the run directory stops a second trainer at once, naming its host and
+    pid; a holder killed with SIGKILL leaves nothing that blocks the next trainer."""
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom alexnet_tf.serving.run_dir import RunDirLock\n"
+         "lock = RunDirLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(600)\n", str(run)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(training.TrainingError, match=rf"in use by a trainer \(host .+, pid {holder.pid},"):
+            training.train(_config(tmp_path, tiny_dataset, export_at_end=False))
+        assert not (run / "checkpoints").exists() and not (run / "model_spec.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    result = training.train(_config(tmp_path, tiny_dataset, export_at_end=False))  # the lock died with it
+    assert result.steps_done == 2
+    assert f"pid {os.getpid()}," in (run / ".train.lock").read_text()

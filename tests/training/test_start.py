@@ -1,6 +1,7 @@
 """What a run starts from (`alexnet_tf.training.start`): fine-tuning from imported weights, a
 run directory or a .npy; frozen and re-initialised layers; refused starts."""
 
+import glob
 import json
 import os
 import shutil
@@ -119,3 +120,76 @@ def test_init_from_an_npy_or_a_run_directory(weights_file, folder_227, tmp_path)
     second, _, _ = run_dir.load_model(from_run)
     np.testing.assert_array_equal(second.get_layer("conv1").kernel.numpy(), first.get_layer("conv1").kernel.numpy())
     assert not np.array_equal(second.get_layer("fc8").kernel.numpy(), first.get_layer("fc8").kernel.numpy())
+
+
+# ---------------------------------------------------------------------------------------
+# Resuming a run: what may change and what may not
+
+
+def _tiny_config(model_dir, tiny_dataset, **overrides):
+    values = dict(model_dir=str(model_dir), data_dir=tiny_dataset, image_size=64, conv_filters=(8, 8, 16, 16, 8),
+                  fc_units=32, init="he", learning_rate=0.001, batch_size=4, epochs=1, steps_per_epoch=2,
+                  export_at_end=False, flags_text="# the first run's flags\n")
+    values.update(overrides)
+    return training.TrainConfig(**values)
+
+
+def _file_bytes(folder):
+    return {os.path.relpath(os.path.join(root, name), folder): open(os.path.join(root, name), "rb").read()
+            for root, _, names in os.walk(folder) for name in names if name != run_dir.LOCK_FILE}
+
+
+def test_a_resume_that_would_change_the_network_or_data_stops_before_writing(tmp_path, tiny_dataset):
+    run = tmp_path / "run"
+    training.train(_tiny_config(run, tiny_dataset))
+    before = _file_bytes(run)
+    assert any(name.startswith("checkpoints/") for name in before)
+    changed = _tiny_config(run, tiny_dataset, fc_units=16, batch_size=5, seed=7, epochs=3,
+                           flags_text="# other flags\n")
+    with pytest.raises(training.TrainingError) as refused:
+        training.train(changed)
+    message = str(refused.value)
+    assert "--fc_units: the run's 32, now 16" in message
+    assert "--batch_size: the run's 4, now 5" in message
+    assert "--seed: the run's 0, now 7" in message
+    assert "--epochs" not in message.split("Nothing was written")[0]  # epochs may change
+    assert f"--flagfile={run / 'flags.txt'}" in message
+    assert _file_bytes(run) == before  # flags.txt, model_spec.json, every checkpoint
+
+
+def test_a_resume_accepts_and_records_what_may_change(tmp_path, tiny_dataset):
+    run = tmp_path / "run"
+    training.train(_tiny_config(run, tiny_dataset))
+    result = training.train(_tiny_config(run, tiny_dataset, epochs=2, log_every_steps=1, backup_every_steps=1,
+                                         learning_rate=0.0005, eval_steps=2, strategy="default",
+                                         flags_text="--epochs=2\n"))
+    assert (result.epochs_done, result.steps_done) == (2, 4)
+    assert (run / "flags.txt").read_text() == "--epochs=2\n"
+
+
+def test_a_finished_run_is_finished(tmp_path, tiny_dataset, capsys):
+    run = tmp_path / "run"
+    first = training.train(_tiny_config(run, tiny_dataset, export_at_end=True))
+    assert sorted(os.listdir(run / "export")) == ["1"]
+    capsys.readouterr()
+    again = training.train(_tiny_config(run, tiny_dataset, export_at_end=True))
+    out = capsys.readouterr().out
+    assert "This run is finished (--epochs=1 are done)" in out
+    assert f"top-1 error {first.final_metrics['top1_error']:.4f}" in out
+    assert again.final_metrics == first.final_metrics and again.export_path is None
+    assert sorted(os.listdir(run / "export")) == ["1"]  # not exported again
+    longer = training.train(_tiny_config(run, tiny_dataset, export_at_end=True, epochs=2))
+    assert longer.steps_done == 4 and sorted(os.listdir(run / "export")) == ["1", "2"]
+
+
+def test_no_restorable_checkpoint_says_why_and_what_to_do(tmp_path, tiny_dataset):
+    run = tmp_path / "run"
+    training.train(_tiny_config(run, tiny_dataset))
+    for path in glob.glob(str(run / "*" / "*.data-*")):
+        with open(path, "r+b") as f:
+            f.truncate(10)
+    with pytest.raises(training.TrainingError) as refused:
+        training.train(_tiny_config(run, tiny_dataset, epochs=2))
+    message = str(refused.value)
+    assert "None of the 2 checkpoints" in message and "checkpoints/ckpt-2:" in message and "backup/backup-2:" in message
+    assert "flags.txt" in message and "new --model_dir" in message
