@@ -54,11 +54,13 @@ def main(argv):
     print(f"examples     {results['num_examples']}  ({config.crops} crop{'s' if config.crops > 1 else ''})")
     print(f"top-1 error  {results['top1_error']:.4f}")
     print(f"top-5 error  {results['top5_error']:.4f}")
-    worst = sorted(results["per_class_top1_error"].items(), key=lambda item: -item[1])[:_WORST_CLASSES.value]
+    worst = sorted(results["per_class_top1_error"].items(),
+                   key=lambda item: -item[1]["top1_error"])[:_WORST_CLASSES.value]
     if worst:
         print("worst classes (top-1 error):")
-        for name, error in worst:
-            print(f"  {error:.3f}  {name}")
+        for class_id, result in worst:
+            name = f"  {result['name']}" if result["name"] != class_id else ""
+            print(f"  {result['top1_error']:.3f}  {class_id}{name}")
     print(f"wrote {output}")
     return 0
 

@@ -37,6 +37,7 @@ class DatasetStatistics:
     label_offset: int = 0
     num_classes: int | None = None
     class_names: tuple = ()
+    class_ids: tuple = ()  # dataset_info.json's `classes` (synsets), index = label
     splits: dict = dataclasses.field(default_factory=dict)  # name -> num_examples
     source: str = "ImageNet constants (pipelines.constants)"
 
@@ -57,6 +58,7 @@ def load_statistics(data_dir):
         label_offset=int(info.get("label_offset", 0)),
         num_classes=len(classes) or None,
         class_names=tuple(n or c for n, c in zip(names, classes)) if names else tuple(classes),
+        class_ids=tuple(classes),
         splits={name: split["num_examples"] for name, split in info.get("splits", {}).items()},
         source=os.path.join(data_dir, schema.DATASET_INFO_FILE) + ("" if has_pca else " (ImageNet colour constants)"),
     )

@@ -28,7 +28,7 @@ class EvalConfig:
 
 def evaluate(config):
     """Evaluates the checkpoint. Returns a dict: top1_error, top5_error, num_examples, crops,
-    checkpoint, per_class_top1_error."""
+    checkpoint, per_class_top1_error ({class id: {name, top1_error, num_examples}})."""
     strategy = strategies.create_strategy(config.strategy, num_virtual_cpus=config.num_virtual_cpus)
     with strategy.scope():
         model, spec, checkpoint = run_dir.load_model(config.model_dir, config.checkpoint)
@@ -76,13 +76,17 @@ def evaluate(config):
         raise ValueError(f"No examples in {config.eval_files}.")
     with np.errstate(invalid="ignore", divide="ignore"):
         class_errors = np.where(per_class[0] > 0, per_class[1] / per_class[0], np.nan)
-    names = spec.get("class_names") or [str(i) for i in range(num_classes)]
+    # Per class, keyed by the class id (ImageNet has two "crane"s: n02012849 the bird and
+    # n03126707 the machine), with the name beside it.
+    ids = spec.get("class_ids") or [str(i) for i in range(num_classes)]
+    names = spec.get("class_names") or list(ids)
     return {
         "top1_error": float(per_class[1].sum() / count),
         "top5_error": float(1.0 - topk_correct / count),
         "num_examples": int(count),
         "crops": config.crops,
         "checkpoint": checkpoint,
-        "per_class_top1_error": {names[i]: float(class_errors[i]) for i in range(num_classes)
-                                 if per_class[0][i] > 0},
+        "per_class_top1_error": {ids[i]: {"name": names[i], "top1_error": float(class_errors[i]),
+                                          "num_examples": int(per_class[0][i])}
+                                 for i in range(num_classes) if per_class[0][i] > 0},
     }

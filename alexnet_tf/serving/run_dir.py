@@ -36,6 +36,7 @@ def write_model_spec(model_dir, *, build_kwargs, class_names, statistics, extra=
         **(extra or {}),
         "build_alexnet": complete_build_kwargs(build_kwargs),
         "class_names": list(class_names),
+        "class_ids": list(statistics.class_ids),
         "rgb_mean": list(statistics.rgb_mean),
         "rgb_eigval": list(statistics.rgb_eigval),
         "rgb_eigvec": [list(row) for row in statistics.rgb_eigvec],
@@ -68,7 +69,7 @@ def statistics_of(spec):
                              rgb_eigvec=tuple(map(tuple, spec["rgb_eigvec"])),
                              label_offset=spec.get("label_offset", 0),
                              num_classes=spec["build_alexnet"]["num_classes"],
-                             class_names=tuple(spec["class_names"]))
+                             class_names=tuple(spec["class_names"]), class_ids=tuple(spec.get("class_ids", ())))
 
 
 def latest_checkpoint(model_dir):

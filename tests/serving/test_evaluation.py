@@ -3,23 +3,12 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-import tensorflow as tf
 
-from alexnet_tf import build_alexnet
-from alexnet_tf.model import metrics
+from alexnet_tf import training
 from alexnet_tf.serving import evaluation
 from pipelines import schema
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def test_ten_crop_probabilities_are_the_mean_of_the_single_crop_softmaxes():
-    model = build_alexnet(7, image_size=64, conv_filters=(8, 8, 8, 8, 8), fc_units=16, seed=0, init="he")
-    crops = tf.random.stateless_uniform([3, 10, 64, 64, 3], seed=(1, 2), minval=-100, maxval=100)
-    averaged = metrics.class_probabilities(model, crops).numpy()
-    singles = np.stack([tf.nn.softmax(model(crops[:, i], training=False)).numpy() for i in range(10)])
-    np.testing.assert_allclose(averaged, singles.mean(axis=0), rtol=1e-5, atol=1e-7)
 
 
 def test_every_example_counts_once_under_any_batch_and_strategy(trained_run, tiny_dataset):
@@ -45,3 +34,32 @@ def test_evaluate_cli_writes_the_json(trained_run, tiny_dataset, tmp_path):
     assert 0.0 <= results["top1_error"] <= 1.0 and results["top5_error"] <= results["top1_error"]
     assert results["checkpoint"].startswith(os.path.join(trained_run, "checkpoints"))
     assert "top-1 error" in result.stdout and "worst classes" in result.stdout
+
+
+def test_per_class_results_are_keyed_by_class_id(tmp_path):
+    """ImageNet names two classes "crane" (n02012849 the bird, n03126707 the machine): keyed by
+    name, one would vanish from the results."""
+    from pipelines import conversion, synthetic
+
+    synthetic.write_image_folder(tmp_path / "train", num_classes=3, images_per_class=4, min_size=60, max_size=80, seed=0)
+    synthetic.write_image_folder(tmp_path / "val", num_classes=3, images_per_class=2, min_size=60, max_size=80, seed=1,
+                                 flat_with_labels=str(tmp_path / "labels.txt"))
+    names = tmp_path / "names.txt"
+    names.write_text("n00000000 crane\nn00000001 crane\nn00000002 tench\n")
+    shards = tmp_path / "shards"
+    for split, folder, extra in (("train", "train", {}), ("validation", "val", {"labels_file": str(tmp_path / "labels.txt")})):
+        conversion.convert_split(conversion.ConvertConfig(
+            input_dir=str(tmp_path / folder), output_dir=str(shards), split=split, resize_shorter=73, num_shards=1,
+            workers=1, progress=False, class_names_file=str(names), **extra))
+    run = tmp_path / "run"
+    training.train(training.TrainConfig(model_dir=str(run), data_dir=str(shards), image_size=64,
+                                        conv_filters=(8, 8, 8, 8, 8), fc_units=16, batch_size=4, epochs=1,
+                                        steps_per_epoch=1, export_at_end=False, evaluate_at_end=False))
+    results = evaluation.evaluate(evaluation.EvalConfig(
+        model_dir=str(run), eval_files=schema.split_file_pattern(str(shards), "validation"), batch_size=4))
+    per_class = results["per_class_top1_error"]
+    assert sorted(per_class) == ["n00000000", "n00000001", "n00000002"]
+    assert [per_class[c]["name"] for c in sorted(per_class)] == ["crane", "crane", "tench"]
+    assert all(per_class[c]["num_examples"] == 2 for c in per_class)
+    wrong = sum(per_class[c]["top1_error"] * 2 for c in per_class)
+    assert wrong == round(results["top1_error"] * 6)
