@@ -52,6 +52,27 @@ class TFRecordWriter:
         self.close()
 
 
+def count_records(path):
+    """The number of records in a TFRecord file, from their headers alone (each length's CRC
+    checked; the data is skipped, not read). ValueError names a torn or foreign file."""
+    count = 0
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        while True:
+            header = f.read(12)
+            if not header:
+                return count
+            if len(header) < 12:
+                raise ValueError(f"{path}: a record header is cut short at byte {f.tell() - len(header)}.")
+            length_bytes, (length_crc,) = header[:8], struct.unpack("<I", header[8:])
+            if masked_crc32c(length_bytes) != length_crc:
+                raise ValueError(f"{path}: not a TFRecord file, or damaged at byte {f.tell() - 12}.")
+            end = f.seek(struct.unpack("<Q", length_bytes)[0] + 4, os.SEEK_CUR)
+            if end > size:
+                raise ValueError(f"{path}: the last record is cut short ({end - size} bytes missing).")
+            count += 1
+
+
 def _varint(value):
     if value < 0:
         value += 1 << 64  # int64 negatives: ten-byte two's complement, as protobuf

@@ -13,12 +13,15 @@ import json
 import logging
 import os
 import time
+import zipfile
 
 import numpy as np
+from numpy.lib import format as npy_format
 import tensorflow as tf
 
 from alexnet_tf.serving import run_dir
 from alexnet_tf.model.alexnet import feature_model
+from pipelines import tfrecord
 
 logger = logging.getLogger(__name__)
 
@@ -82,25 +85,52 @@ def split_features(model, *, image_size, statistics, checkpoint, file_pattern, c
         logger.info("%s is from another checkpoint or other shards: recomputing", cache_path)
     extractor = feature_model(model)
     compute = tf.function(lambda images: extractor(images, training=False))
-    parts = {name: [] for name in ("features", "labels", "file_indices", "record_indices", "filenames")}
+    # Counted first (record headers only) so that the features go into one preallocated
+    # matrix: the peak memory is that matrix, not a list of batches plus their concatenation.
+    total = sum(tfrecord.count_records(path) for path in files)
+    if not total:
+        raise ValueError(f"No examples in {file_pattern}.")
+    arrays = {"features": np.empty((total, extractor.output.shape[-1]), np.float32),
+              "labels": np.empty(total, np.int32), "file_indices": np.empty(total, np.int64),
+              "record_indices": np.empty(total, np.int64)}
+    filenames = []
     done, start, last_report = 0, time.perf_counter(), time.perf_counter()
-    for images, labels, file_indices, record_indices, filenames in dataset:
-        for name, value in zip(parts, (compute(images), labels, file_indices, record_indices, filenames)):
-            parts[name].append(value.numpy())
+    for images, labels, file_indices, record_indices, names in dataset:
+        if done + len(labels) > total:
+            raise ValueError(f"{file_pattern}: more examples than the {total} records the shards hold.")
+        rows = slice(done, done + len(labels))
+        for name, value in zip(arrays, (compute(images), labels, file_indices, record_indices)):
+            arrays[name][rows] = value.numpy()
+        filenames.extend(name.decode("utf-8", "replace") for name in names.numpy())
         done += len(labels)
         if time.perf_counter() - last_report >= progress_every_seconds:
             last_report = time.perf_counter()
-            logger.info("fc7 features: %d images (%.0f images/s)", done, done / (last_report - start))
-    if not done:
-        raise ValueError(f"No examples in {file_pattern}.")
-    arrays = {name: np.concatenate(values) for name, values in parts.items()}
-    arrays["filenames"] = np.array([name.decode("utf-8", "replace") for name in arrays["filenames"]])
+            logger.info("fc7 features: %d / %d images (%.0f images/s)", done, total, done / (last_report - start))
+    if done != total:
+        raise ValueError(f"{file_pattern}: read {done} examples of the {total} records the shards hold.")
+    arrays["filenames"] = np.array(filenames)
     logger.info("fc7 features: %d images in %.1f s", done, time.perf_counter() - start)
     os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-    tmp = f"{cache_path}.tmp-{os.getpid()}.npz"
-    np.savez(tmp, fingerprint=np.array(fingerprint), **arrays)
-    os.replace(tmp, cache_path)
+    _write_npz_atomically(cache_path, {"fingerprint": np.array(fingerprint), **arrays})
     return FeatureIndex(files=tuple(files), **arrays)
+
+
+def _write_npz_atomically(path, arrays):
+    """An uncompressed .npz that `np.load` reads, written straight from the arrays' memory (no
+    copy of the feature matrix, where `np.savez` would copy it in 16 MB chunks), through a
+    temporary file and a rename."""
+    tmp = f"{path}.tmp-{os.getpid()}.npz"
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, array in arrays.items():
+                array = np.require(array, requirements="C")  # (keeps 0-d arrays 0-d)
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
+                    npy_format.write_array_header_2_0(f, npy_format.header_data_from_array_1_0(array))
+                    f.write(memoryview(array).cast("B") if array.size else b"")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def nearest_neighbors(features, queries, k):

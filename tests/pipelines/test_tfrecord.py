@@ -34,3 +34,21 @@ def test_records_read_back_by_tensorflow_with_crc_checks(tmp_path):
 def test_unsupported_feature_type_is_a_clear_error():
     with pytest.raises(TypeError, match="float"):
         tfrecord.serialize_example({"x": 1.5})
+
+
+def test_count_records_reads_headers_and_names_a_torn_file(tmp_path):
+    path = str(tmp_path / "records")
+    payloads = [b"", b"x" * 5, np.random.default_rng(1).bytes(70_000), b"y"]
+    with tfrecord.TFRecordWriter(path) as writer:
+        for payload in payloads:
+            writer.write(payload)
+    assert tfrecord.count_records(path) == len(payloads) == sum(1 for _ in tf.data.TFRecordDataset(path))
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:-3])  # the last record cut short
+    with pytest.raises(ValueError, match="records: the last record is cut short"):
+        tfrecord.count_records(path)
+    open(path, "wb").write(b"not a tfrecord file at all")
+    with pytest.raises(ValueError, match="not a TFRecord file"):
+        tfrecord.count_records(path)
+    open(path, "wb").write(b"")
+    assert tfrecord.count_records(path) == 0

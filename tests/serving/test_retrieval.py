@@ -103,3 +103,33 @@ def test_an_unreadable_query_is_named(trained_run, tiny_dataset, tmp_path):
                                        split="train", queries=(str(bad),))
     with pytest.raises(ValueError, match="notes.jpg is not a readable image"):
         retrieval.find_neighbors(config)
+
+
+def test_split_features_peak_memory_is_about_the_feature_matrix(tiny_dataset, tmp_path):
+    """The features go into one preallocated matrix and are written from it: no list of batches
+    plus a concatenation and a copy (three times the matrix; 63 GB for ImageNet's training split)."""
+    import tracemalloc
+
+    from alexnet_tf import build_alexnet
+    from pipelines import DatasetStatistics
+
+    def peak_of(fc_units, name):
+        model = build_alexnet(5, image_size=64, conv_filters=(8, 8, 8, 8, 8), fc_units=fc_units, seed=0)
+        kwargs = dict(image_size=64, statistics=DatasetStatistics(), checkpoint="none", batch_size=8,
+                      file_pattern=schema.split_file_pattern(tiny_dataset, "train"))
+        retrieval.split_features(model, cache_path=str(tmp_path / f"warm-{name}.npz"), **kwargs)  # traces
+        tracemalloc.start()
+        try:
+            index = retrieval.split_features(model, cache_path=str(tmp_path / f"{name}.npz"), **kwargs)
+            return tracemalloc.get_traced_memory()[1], index
+        finally:
+            tracemalloc.stop()
+
+    # The paper's fc7 width against a narrow one: the difference is what the features cost.
+    wide, index = peak_of(4096, "wide")
+    narrow, _ = peak_of(8, "narrow")
+    assert index.features.shape == (35, 4096)  # 573 KB
+    assert wide - narrow < 1.5 * index.features.nbytes, (wide, narrow, index.features.nbytes)
+    with np.load(tmp_path / "wide.npz", allow_pickle=False) as cached:  # the cache reads back
+        np.testing.assert_array_equal(cached["features"], index.features)
+        assert list(cached["filenames"]) == list(index.filenames)
