@@ -4,6 +4,7 @@ training split, the RGB mean and PCA) in dataset_info.json."""
 
 import concurrent.futures
 import concurrent.futures.process
+import fcntl
 import json
 import logging
 import multiprocessing
@@ -97,7 +98,7 @@ def convert_split(config):
         shards_reused=len(tasks) - len(pending),
         seconds=time.perf_counter() - start,
     )
-    _update_dataset_info(config, info, classes, class_names, summary, manifests)
+    _update_dataset_info(config, classes, class_names, summary, manifests)
     return summary
 
 
@@ -121,7 +122,11 @@ def _run_tasks(config, tasks, *, total, done):
             if workers == 1:
                 worker.init_worker(counter)
                 for task in tasks:
-                    worker.write_shard(task)
+                    try:
+                        worker.write_shard(task)
+                    except worker.ShardError as error:
+                        raise ConversionError(f"{error} Complete shards are kept: fix this, then rerun the "
+                                              "same command to resume.") from error
                     show_progress()
             else:
                 _run_in_processes(tasks, workers, context, counter, show_progress,
@@ -145,13 +150,42 @@ def _run_in_processes(tasks, workers, context, counter, show_progress, *, interv
                     future.result()
                 show_progress()
         except concurrent.futures.process.BrokenProcessPool as error:
+            _cancel(pool, pending)
             raise ConversionError(
                 "A worker process died (killed, or out of memory?) while writing shards. "
                 "Complete shards are kept: rerun the same command to resume.") from error
+        except worker.ShardError as error:
+            # Fail now, not after every remaining shard (hours on ImageNet): the shards not
+            # started are cancelled; those being written finish, and are kept.
+            _cancel(pool, pending)
+            raise ConversionError(f"{error} Complete shards are kept: fix this, then rerun the same "
+                                  "command to resume.") from error
 
 
-def _update_dataset_info(config, info, classes, class_names, summary, manifests):
-    info = dict(info)
+def _cancel(pool, pending):
+    for future in pending:
+        future.cancel()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _update_dataset_info(config, classes, class_names, summary, manifests):
+    """Adds this split to dataset_info.json. Read again and written under a lock, so that
+    conversions of other splits into the same folder at the same time keep their entries."""
+    with open(os.path.join(config.output_dir, MANIFEST_DIR, "dataset_info.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        info = dict(schema.read_dataset_info(config.output_dir) or {})
+        if info.get("classes") and list(info["classes"]) != list(classes):
+            raise ConversionError(
+                f"While split {config.split!r} was converted, another conversion wrote another class "
+                f"list to {info_path(config)} ({len(info['classes'])} classes; this split has "
+                f"{len(classes)}). Convert the splits with the same class list (--synsets_file), or "
+                "into separate --output_dir folders.")
+        _write_dataset_info(config, info, classes, class_names, summary, manifests)
+
+
+def _write_dataset_info(config, info, classes, class_names, summary, manifests):
+    known_names = dict(zip(info.get("classes", []), info.get("class_names", [])))
+    class_names = {**{c: n for c, n in known_names.items() if n}, **{c: n for c, n in class_names.items() if n}}
     info["classes"] = classes
     info["class_names"] = [class_names.get(c, "") for c in classes]
     info["label_offset"] = schema.LABEL_OFFSET

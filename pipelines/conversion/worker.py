@@ -17,6 +17,10 @@ _progress_counter = None
 _PROGRESS_BATCH = 16
 
 
+class ShardError(Exception):
+    """A shard could not be written; the message names the shard and the input file."""
+
+
 def init_worker(counter):
     """Runs in each worker process first (and in the parent for one worker)."""
     global _progress_counter
@@ -31,6 +35,7 @@ def write_shard(task):
     num_examples = 0
     unreported = 0
     tmp_path = tmp_shard_path(task.path)
+    relative_path = None
     try:
         with tfrecord.TFRecordWriter(tmp_path) as writer:
             for done, (relative_path, label, synset, text) in enumerate(task.entries, 1):
@@ -66,10 +71,19 @@ def write_shard(task):
             "pixel_outer": pixel_outer.tolist(),
             "pixel_count": pixel_count,
         }
+        relative_path = None
         schema.write_json_atomically(task.manifest_path, manifest)
         os.replace(tmp_path, task.path)
+    except Exception as error:
+        _remove(tmp_path)
+        at = f" at {os.path.join(task.input_dir, relative_path)}" if relative_path else ""
+        raise ShardError(f"Writing {task.path} failed{at}: {type(error).__name__}: {error}.") from None
     except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+        _remove(tmp_path)
         raise
     return manifest
+
+
+def _remove(path):
+    if os.path.exists(path):
+        os.remove(path)

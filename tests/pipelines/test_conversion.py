@@ -341,3 +341,44 @@ def test_progress_counts_every_image_once(tmp_path, capsys, workers):
     rerun = _convert(tmp_path / "train", tmp_path / "out", resize_shorter=40, num_shards=3, workers=workers,
                      progress=True)
     assert rerun.shards_reused == 3 and "Converting" not in capsys.readouterr().err
+
+
+def test_a_failing_shard_stops_the_conversion_promptly_naming_it(tmp_path):
+    """A shard that cannot be written fails the run at once: the shards not yet started are
+    cancelled (not converted first, hours on ImageNet), and the error names the shard."""
+    synthetic.write_image_folder(tmp_path / "train", num_classes=4, images_per_class=40, min_size=40,
+                                 max_size=60, seed=0)
+    out = tmp_path / "out"
+    # The first shard's final name is taken by a folder: renaming the finished shard fails.
+    (out / "train-00000-of-00016").mkdir(parents=True)
+    with pytest.raises(conversion.ConversionError, match=r"Writing .*train-00000-of-00016 failed") as failed:
+        _convert(tmp_path / "train", out, resize_shorter=40, num_shards=16, workers=2)
+    assert "rerun the same command" in str(failed.value)
+    written = glob.glob(str(out / "train-*-of-00016"))
+    assert len(written) - 1 <= 8, written  # (the folder, and those that were already under way)
+    assert not glob.glob(str(out / ".train-*.tmp"))
+
+
+def test_splits_converted_at_the_same_time_both_reach_dataset_info(tmp_path, monkeypatch):
+    """dataset_info.json is read again when a split is recorded: a split converted meanwhile
+    into the same folder (train, while validation runs) keeps its entry."""
+    from pipelines.conversion import converter
+
+    synthetic.write_image_folder(tmp_path / "train", num_classes=3, images_per_class=4, min_size=40,
+                                 max_size=60, seed=0)
+    synthetic.write_image_folder(tmp_path / "val", num_classes=3, images_per_class=2, min_size=40, max_size=60,
+                                 seed=1, flat_with_labels=str(tmp_path / "labels.txt"))
+    out = tmp_path / "out"
+    run_tasks = converter._run_tasks
+
+    def validation_with_train_meanwhile(config, tasks, **kwargs):
+        if config.split == "validation":  # the train conversion runs and ends meanwhile
+            _convert(tmp_path / "train", out, resize_shorter=40)
+        return run_tasks(config, tasks, **kwargs)
+
+    monkeypatch.setattr(converter, "_run_tasks", validation_with_train_meanwhile)
+    _convert(tmp_path / "val", out, split="validation", labels_file=str(tmp_path / "labels.txt"), resize_shorter=40)
+    info = schema.read_dataset_info(str(out))
+    assert set(info["splits"]) == {"train", "validation"}
+    assert info["splits"]["train"]["num_examples"] == 12 and info["splits"]["validation"]["num_examples"] == 6
+    assert "rgb_mean" in info  # the training split's statistics survive too
