@@ -12,6 +12,8 @@ import sys
 from absl import app
 from absl import flags
 
+from alexnet_tf.cli import configs
+
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Run directory of alexnet_tf.train.", required=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint prefix (default: the latest).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder of validation shards (pipelines.convert).")
@@ -25,6 +27,9 @@ _STRATEGY = flags.DEFINE_enum("strategy", "auto", ["auto", "default", "one_devic
                               "tf.distribute strategy, as for training.")
 _NUM_VIRTUAL_CPUS = flags.DEFINE_integer("num_virtual_cpus", 0, "Split the CPU into this many devices.", lower_bound=0)
 
+
+# Run directories are local (or mounted): checked when the flags are parsed.
+configs.require_local_paths("model_dir", "output_json")
 
 def main(argv):
     if len(argv) > 1:

@@ -15,6 +15,8 @@ import sys
 from absl import app
 from absl import flags
 
+from alexnet_tf.cli import configs
+
 FLAGS = flags.FLAGS
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Run directory of alexnet_tf.train.", required=True)
@@ -28,10 +30,13 @@ _FORMAT = flags.DEFINE_enum("format", "saved_model", ["saved_model", "npy"],
 _OUTPUT = flags.DEFINE_string("output", None, "With --format=npy: the file (default: model_dir/alexnet_weights.npy).")
 
 
+# Run directories are local (or mounted): checked when the flags are parsed.
+configs.require_local_paths("model_dir", "export_dir", "output")
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from alexnet_tf.cli import configs, console
+    from alexnet_tf.cli import console
 
     console.quiet_tensorflow_info()
     from alexnet_tf.serving import saved_model

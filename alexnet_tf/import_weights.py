@@ -14,6 +14,8 @@ import sys
 from absl import app
 from absl import flags
 
+from alexnet_tf.cli import configs
+
 _WEIGHTS = flags.DEFINE_string("weights", None, "A bvlc_alexnet .npy (caffe-tensorflow layout).", required=True)
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "The new run directory (must not exist or be empty).",
                                  required=True)
@@ -21,6 +23,9 @@ _CLASS_NAMES_FILE = flags.DEFINE_string(
     "class_names_file", None, "One line per fc8 class, in order: 'SYNSET name' (synset_words.txt, "
     "LOC_synset_mapping.txt) or a name. Default: the class ids.")
 
+
+# Run directories are local (or mounted): checked when the flags are parsed.
+configs.require_local_paths("model_dir")
 
 def main(argv):
     if len(argv) > 1:

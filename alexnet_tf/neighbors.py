@@ -14,6 +14,8 @@ import sys
 from absl import app
 from absl import flags
 
+from alexnet_tf.cli import configs
+
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Run directory (its latest checkpoint).", required=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A checkpoint prefix (default: the latest).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Shards from pipelines.convert.")
@@ -23,6 +25,9 @@ _K = flags.DEFINE_integer("k", 5, "Neighbours per query.", lower_bound=1)
 _OUTPUT = flags.DEFINE_string("output", None, "Contact sheet PNG (none without it).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Images per batch for the features.", lower_bound=1)
 
+
+# Run directories are local (or mounted): checked when the flags are parsed.
+configs.require_local_paths("model_dir", "output")
 
 def main(argv):
     queries = argv[1:]

@@ -12,9 +12,14 @@ import sys
 from absl import app
 from absl import flags
 
+from alexnet_tf.cli import configs
+
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Run directory (uses its latest checkpoint).")
 _SAVED_MODEL = flags.DEFINE_string("saved_model", None, "An exported version folder.")
 
+
+# Run directories are local (or mounted): checked when the flags are parsed.
+configs.require_local_paths("model_dir")
 
 def main(argv):
     images = argv[1:]

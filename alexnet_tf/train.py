@@ -18,6 +18,8 @@ import sys
 from absl import app
 from absl import flags
 
+from alexnet_tf.cli import configs
+
 FLAGS = flags.FLAGS
 logger = logging.getLogger(__name__)
 
@@ -96,6 +98,9 @@ _EXPORT = flags.DEFINE_bool("export", True, "Export a SavedModel to model_dir/ex
 
 
 
+# Run directories are local (or mounted): checked when the flags are parsed.
+configs.require_local_paths("model_dir")
+
 @flags.validator("conv_filters", "Expected 5 positive integers (conv1..conv5), e.g. 96,256,384,384,256.")
 def _check_conv_filters(value):
     return len(value) == 5 and all(v.isdigit() and int(v) > 0 for v in value)
@@ -147,7 +152,6 @@ def main(argv):
             eval_images_per_class=_GENERATE_EVAL_IMAGES.value, image_size=_IMAGE_SIZE.value)
 
     from alexnet_tf import training
-    from alexnet_tf.cli import configs
 
     this_module = FLAGS.get_flags_for_module(sys.modules[__name__])
     config = configs.config_from_flags(

@@ -3,6 +3,8 @@ field, so that a new option is one flag definition and one field, nothing in bet
 
 import dataclasses
 
+from absl import flags
+
 
 def config_from_flags(config_class, flag_values, **overrides):
     """`config_class(...)` with each field taken from the flag of the same name.
@@ -30,10 +32,26 @@ def config_from_flags(config_class, flag_values, **overrides):
     return config_class(**values)
 
 
-def flagfile_text(flags, header):
-    """`flags` (absl Flag objects) as a flagfile: every value, explicit or default."""
+def flagfile_text(flag_list, header):
+    """`flag_list` (absl Flag objects) as a flagfile: every value, explicit or default."""
     lines = [f"# {header}"]
-    for flag in sorted(flags, key=lambda f: f.name):
+    for flag in sorted(flag_list, key=lambda f: f.name):
         if flag.value is not None:
             lines.append(flag.serialize())
     return "\n".join(lines) + "\n"
+
+
+def require_local_paths(*names, flag_values=flags.FLAGS):
+    """Registers a validator per named path flag: a run directory and what is written beside it
+    must be on a local or mounted file system (`serving.run_dir.check_local_path`), checked
+    when the flags are parsed, before any work."""
+    for name in names:
+        def is_local(value, name=name):
+            if value and "://" in value:
+                raise flags.ValidationError(
+                    f"--{name}={value} is not a local path: run directories and their files must be on a "
+                    "local or mounted file system (atomic renames, file locks). Mount the bucket (e.g. "
+                    "gcsfuse) and pass the mounted path, or write locally and copy.")
+            return True
+
+        flags.register_validator(name, is_local, flag_values=flag_values)

@@ -27,6 +27,21 @@ CHECKPOINTS_DIR = "checkpoints"
 BACKUP_DIR = "backup"
 
 
+def check_local_path(path, flag="--model_dir"):
+    """ValueError unless `path` is on a local or mounted file system.
+
+    Run directories are written with `os` and `open`: atomic renames (every checkpoint-side
+    file, export versions), `flock` (one trainer per run) and appends need a POSIX file system;
+    an object store (gs://, s3://) has none of them, and `os` would make a local folder named
+    "gs:". Mount a bucket (gcsfuse, s3fs), or write locally and copy.
+    """
+    if path and "://" in str(path):
+        raise ValueError(
+            f"{flag}={path}: run directories must be on a local or mounted file system (they rely on "
+            "atomic renames and file locks, which object stores lack). Mount the bucket (e.g. gcsfuse) "
+            "and pass the mounted path, or write locally and copy.")
+
+
 def write_model_spec(model_dir, *, build_kwargs, class_names, statistics, extra=None):
     """Writes model_spec.json; `extra` adds keys (e.g. where imported weights came from)."""
     from pipelines import schema

@@ -151,6 +151,10 @@ def _train(config, on_epoch_end):
     logger.info("Training with strategy %s; global batch %d (%d per replica)", strategies.describe(strategy),
                 config.batch_size, config.batch_size // replicas)
     keras.utils.set_random_seed(config.seed)
+    try:
+        run_dir.check_local_path(config.model_dir)
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
     check_trainable(config.model_dir)
     # One trainer per run directory: the chief holds its lock until the run ends.
     lock = run_dir.RunDirLock(config.model_dir) if strategies.is_chief(strategy) else None
