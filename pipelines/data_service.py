@@ -10,6 +10,11 @@ r"""Runs tf.data service servers (TensorFlow's own) for disaggregated input proc
 The training input pipeline (read, decode, crop, flip, lighting, batch) then runs on the
 workers, each file of an epoch read by one of them; the trainers only receive batches.
 SIGTERM or SIGINT stops the servers cleanly.
+
+Run them only on a trusted network. TensorFlow's DispatchServer and WorkerServer take a port,
+not an address: they listen on every interface of the machine, accept any client without
+authentication, and a worker runs whatever dataset graph a client sends, which can read any
+file this user can read. Keep the ports on a private network or behind a firewall.
 """
 
 import signal
@@ -58,6 +63,10 @@ def main(argv):
         dispatcher_port=_PORT.value if _DISPATCHER.value else None,
         dispatcher_address=_DISPATCHER_ADDRESS.value, worker=not _NO_WORKER.value,
         worker_port=_WORKER_PORT.value, worker_address=_WORKER_ADDRESS.value)
+    logging.warning(
+        "The tf.data service listens on every network interface of this machine, without "
+        "authentication, and its workers run any dataset graph a client sends: run it only on a "
+        "trusted network (a private network or firewalled ports).")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -36,6 +36,7 @@ def service():
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr[-2000:]
     assert "servers stopped" in stderr
+    assert "run it only on a trusted network" in stderr
 
 
 def test_batches_through_the_service_cover_each_epoch_once(service, tiny_dataset):
