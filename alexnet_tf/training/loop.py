@@ -37,7 +37,7 @@ from alexnet_tf.serving import run_dir
 from alexnet_tf.training import strategies, summaries
 from alexnet_tf.training.config import NonFiniteLossError, TrainConfig, TrainingError, TrainResult
 from alexnet_tf.training.plateau import PlateauSchedule
-from alexnet_tf.training.start import RUN_SETTINGS_KEY, check_trainable, freeze_layers, plan_start, run_settings
+from alexnet_tf.training.start import RUN_SETTINGS_KEY, freeze_layers, plan_start, run_settings
 from alexnet_tf.training.state import TrainingState, write_dir_of
 from alexnet_tf.training.steps import evaluate_distributed, make_steps
 
@@ -155,7 +155,7 @@ def _train(config, on_epoch_end):
         run_dir.check_local_path(config.model_dir)
     except ValueError as error:
         raise TrainingError(str(error)) from None
-    check_trainable(config.model_dir)
+    start = plan_start(config)  # reads model_dir, writes nothing
     # One trainer per run directory: the chief holds its lock until the run ends.
     lock = run_dir.RunDirLock(config.model_dir) if strategies.is_chief(strategy) else None
     if lock:
@@ -164,14 +164,13 @@ def _train(config, on_epoch_end):
         except run_dir.RunDirInUseError as error:
             raise TrainingError(str(error)) from None
     try:
-        return _train_locked(config, strategy, on_epoch_end)
+        return _train_from(config, strategy, start, on_epoch_end)
     finally:
         if lock:
             lock.release()
 
 
-def _train_locked(config, strategy, on_epoch_end):
-    start = plan_start(config)
+def _train_from(config, strategy, start, on_epoch_end):
     data = start.data
     model, optimizer, plateau = build_training_objects(config, strategy, start)
     # Training input: this worker's share of the global batch from a plain tf.data iterator,

@@ -38,12 +38,13 @@ logger = logging.getLogger(__name__)
 KINDS = ("new", "resume", "init_from")
 
 # What a resume must keep: the network, the data, and the order through it (the checkpointed
-# input position means nothing with another batch, epoch length, seed or shuffle buffer).
-# Everything else may change on a resume (epochs, the learning-rate recipe, logging, backups,
-# evaluation steps, strategy and device flags) and is recorded in flags.txt.
+# input position means nothing with another batch, seed or shuffle buffer). Everything else
+# may change on a resume (epochs and steps per epoch, which move only where epochs end; the
+# learning-rate recipe, logging, backups, evaluation steps, strategy and device flags) and
+# is recorded in flags.txt.
 RESUME_FIXED_FIELDS = ("image_size", "groups", "lrn", "conv_filters", "fc_units", "num_classes", "batch_size",
-                       "steps_per_epoch", "data_dir", "train_files", "eval_files", "tfds_name", "tfds_data_dir",
-                       "synthetic", "init_from", "seed", "shuffle_buffer")
+                       "data_dir", "train_files", "eval_files", "tfds_name", "tfds_data_dir", "synthetic",
+                       "init_from", "seed", "shuffle_buffer")
 _PATH_FIELDS = ("data_dir", "train_files", "eval_files", "tfds_data_dir", "init_from")
 # model_spec.json's record of them.
 RUN_SETTINGS_KEY = "run_settings"

@@ -76,8 +76,9 @@ def test_two_workers_train_an_epoch_and_only_the_chief_writes(two_worker_dataset
     # Every validation image once across both workers.
     assert all("over 12 images" in stdout for stdout, _ in outputs)
     assert sorted(os.listdir(model_dir / "export")) == ["1"]
-    assert sorted(p for p in os.listdir(model_dir)) == [
-        "backup", "checkpoints", "export", "flags.txt", "logs", "model_spec.json", "train_results.json"]
+    assert sorted(p for p in os.listdir(model_dir)) == [  # (the lock: the chief's alone)
+        ".train.lock", "backup", "checkpoints", "export", "flags.txt", "logs", "model_spec.json",
+        "train_results.json"]
     assert json.loads((model_dir / "train_results.json").read_text())["steps_done"] == 3
 
 
