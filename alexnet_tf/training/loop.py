@@ -142,7 +142,10 @@ def train(config, *, on_epoch_end=None):
 
 
 def _train(config, on_epoch_end):
-    strategy = strategies.create_strategy(config.strategy, num_virtual_cpus=config.num_virtual_cpus)
+    try:
+        strategy = strategies.create_strategy(config.strategy, num_virtual_cpus=config.num_virtual_cpus)
+    except strategies.NoGpuError as error:
+        raise TrainingError(str(error)) from None
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise TrainingError(

@@ -11,7 +11,14 @@ STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu"
 # instead of hanging them. Generous: a step of the paper's model on a slow CPU is seconds.
 COLLECTIVE_TIMEOUT_SECONDS = 60.0
 
+# How to get TensorFlow's CUDA libraries with this package (setup.cfg's `gpu` extra).
+GPU_INSTALL_COMMAND = "pip install -e '.[gpu]'"
+
 logger = logging.getLogger(__name__)
+
+
+class NoGpuError(RuntimeError):
+    """MirroredStrategy was asked for where TensorFlow sees no GPU; the message says what to do."""
 
 
 def split_cpu(num_virtual_cpus):
@@ -65,8 +72,17 @@ def create_strategy(name="auto", *, num_virtual_cpus=0, tpu_address=""):
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if name == "mirrored":
-        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
-            d.name for d in tf.config.list_logical_devices("CPU")]
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+        if not devices:
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+            if len(devices) < 2:
+                # A GPU recipe on a machine (or an install) without GPUs would otherwise train,
+                # silently, on one CPU: 36 images/s instead of thousands.
+                raise NoGpuError(
+                    "--strategy=mirrored, but TensorFlow sees no GPU here (no CUDA device, or TensorFlow "
+                    f"installed without its CUDA libraries: on a GPU machine, {GPU_INSTALL_COMMAND} installs "
+                    "tensorflow[and-cuda]). To run the same recipe on this machine's CPU, add "
+                    "--strategy=default after the flagfile; for CPU replicas, --num_virtual_cpus=N.")
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker":
         # NCCL between GPUs where there are GPUs (correct by construction; ring elsewhere).
@@ -82,7 +98,7 @@ def create_strategy(name="auto", *, num_virtual_cpus=0, tpu_address=""):
 
 
 def describe(strategy):
-    """One line: strategy, replicas and workers."""
+    """One line: strategy, replicas, workers and the devices this worker trains on."""
     resolver = getattr(strategy, "cluster_resolver", None)
     workers = cluster_workers() if resolver is not None else 1
     name = type(strategy).__name__
@@ -95,7 +111,15 @@ def describe(strategy):
             break
     else:
         name = "default strategy" if name.startswith("_Default") else name
-    return f"{name}, {strategy.num_replicas_in_sync} replicas, {workers} worker(s)"
+    devices = ", ".join(device.rsplit("/", 1)[-1].replace("device:", "") for device in _worker_devices(strategy))
+    return f"{name}, {strategy.num_replicas_in_sync} replicas, {workers} worker(s); devices: {devices}"
+
+
+def _worker_devices(strategy):
+    try:
+        return strategy.extended.worker_devices
+    except RuntimeError:  # the default strategy: where TensorFlow places ops, its first GPU or the CPU
+        return [(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU"))[0].name]
 
 
 def is_chief(strategy):
