@@ -248,11 +248,7 @@ def _train_from(config, strategy, start, on_epoch_end):
     if chief:
         _write_results(config.model_dir, epoch, state, plateau, final)
         if config.export_at_end:
-            from alexnet_tf.serving import saved_model
-
-            export_path = saved_model.export_model(
-                model, export_dir=os.path.join(config.model_dir, run_dir.EXPORT_DIR),
-                class_names=data.class_names, statistics=start.statistics, image_size=config.image_size)
+            export_path = _export(config.model_dir)
             print(f"Exported the SavedModel to {export_path}")
     return TrainResult(epoch, int(state.step.numpy()), bool(plateau.stopped.numpy()), False, final,
                        export_path)
@@ -334,6 +330,19 @@ def _end_epoch(config, state, plateau, optimizer, model, eval_step, eval_dataset
     state.epoch.assign(epoch + 1)
     state.save_checkpoint()
     return metrics
+
+
+def _export(model_dir):
+    """The run's final checkpoint as `python -m alexnet_tf.export` writes it: one library call, a
+    float32 model whatever the training precision, so both give the same SavedModel."""
+    from alexnet_tf.serving import saved_model
+
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        return saved_model.export_run(saved_model.ExportConfig(model_dir=model_dir)).path
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
 
 
 def _print_final(final):

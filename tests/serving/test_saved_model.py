@@ -212,3 +212,23 @@ def test_export_graph_has_no_xla_and_no_grouped_convolution(export_path):
                 # The input's channels are the filter's input depth: not a grouped convolution.
                 assert shape(node.input[0])[-1] == shape(node.input[1])[2], node.name
     assert convolutions > 0
+
+
+def test_the_end_of_training_export_is_the_export_commands_after_mixed_precision(tiny_dataset, tmp_path):
+    """One checkpoint, one SavedModel: training's own export (here after a float16 run) is what
+    `python -m alexnet_tf.export` writes, a float32 model, not the mixed-precision one."""
+    from alexnet_tf import training
+
+    run = tmp_path / "run"
+    result = training.train(training.TrainConfig(
+        model_dir=str(run), data_dir=tiny_dataset, image_size=64, conv_filters=(8, 8, 16, 16, 8), fc_units=32,
+        init="he", batch_size=4, epochs=1, steps_per_epoch=2, mixed_precision="float16"))
+    again = saved_model.export_run(saved_model.ExportConfig(model_dir=str(run))).path
+    assert result.export_path.endswith("/1") and again.endswith("/2")
+    images = tf.constant([_jpeg(80, 120, 0), _png(100, 70, "RGB", 1), _jpeg(64, 64, 3)])
+    at_end = tf.saved_model.load(result.export_path).signatures["serving_default"](image_bytes=images)
+    by_command = tf.saved_model.load(again).signatures["serving_default"](image_bytes=images)
+    np.testing.assert_array_equal(at_end["probabilities"].numpy(), by_command["probabilities"].numpy())
+    # ... and both are the float32 model of that checkpoint.
+    np.testing.assert_allclose(at_end["probabilities"].numpy(), _keras_probabilities(str(run), images.numpy()),
+                               rtol=1e-5, atol=1e-6)
