@@ -8,6 +8,7 @@ and one sub-package per job below it:
 - `weights/`: weights made elsewhere (Caffe's bvlc_alexnet .npy) read and written;
 - `training/`: the training library (config, data, start, steps, state, loop, ...);
 - `serving/`: run directories, evaluation, the SavedModel export, nearest neighbours;
+- `callbacks/`: `ReduceLROnPlateau` for `model.fit`, the loop's schedule as a Keras callback;
 - `benchmarks/`: one command per thing measured (`python -m alexnet_tf.benchmarks.NAME`);
 - `cli/`: what the commands share (console output, flags to configs).
 """
