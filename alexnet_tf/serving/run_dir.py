@@ -21,6 +21,8 @@ FLAGS_FILE = "flags.txt"
 RESULTS_FILE = "train_results.json"
 EXPORT_DIR = "export"
 NPY_WEIGHTS_FILE = "alexnet_weights.npy"  # python -m alexnet_tf.export --format=npy
+TFLITE_FILE = "alexnet.tflite"  # --format=tflite
+TFLITE_DYNAMIC_FILE = "alexnet_dynamic.tflite"  # --format=tflite --quantize=dynamic
 # Held (flock) by the trainer writing the run; names it (host, pid) for a second one.
 LOCK_FILE = ".train.lock"
 CHECKPOINTS_DIR = "checkpoints"

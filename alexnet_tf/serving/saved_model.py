@@ -50,12 +50,13 @@ class ExportError(Exception):
 class ExportConfig:
     model_dir: str
     checkpoint: str | None = None  # default: the latest
-    format: str = "saved_model"  # or "npy": the weights in the bvlc_alexnet layout
+    format: str = "saved_model"  # "npy": the weights in the bvlc_alexnet layout; "tflite": TF Lite
     export_dir: str | None = None  # default: model_dir/export
     version: int | None = None  # default: the next
     overwrite: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
-    output: str | None = None  # the .npy file (default: model_dir/alexnet_weights.npy)
+    output: str | None = None  # the .npy / .tflite file (default: in model_dir, see run_dir)
+    quantize: str = "none"  # with "tflite": "dynamic" stores int8 weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +73,17 @@ def export_run(config):
       FileNotFoundError: no run directory or checkpoint.
       FileExistsError, ExportError: the target exists (pass overwrite) or is invalid.
     """
-    if config.format not in ("saved_model", "npy"):
-        raise ExportError(f"Expected format 'saved_model' or 'npy'. Received: {config.format!r}")
+    if config.format not in ("saved_model", "npy", "tflite"):
+        raise ExportError(f"Expected format 'saved_model', 'npy' or 'tflite'. Received: {config.format!r}")
     model, spec, checkpoint = run_dir.load_model(config.model_dir, config.checkpoint)
+    if config.format == "tflite":
+        from alexnet_tf.serving import tflite
+
+        default = run_dir.TFLITE_FILE if config.quantize == "none" else run_dir.TFLITE_DYNAMIC_FILE
+        path = config.output or os.path.join(config.model_dir, default)
+        flatbuffer = tflite.convert_to_tflite(model, rgb_mean=run_dir.statistics_of(spec).rgb_mean,
+                                              image_size=model.input.shape[1], quantize=config.quantize)
+        return ExportResult(tflite.write_tflite(path, flatbuffer, overwrite=config.overwrite), checkpoint)
     if config.format == "npy":
         from alexnet_tf.weights import caffe
 
