@@ -110,12 +110,26 @@ def read_dataset_info(data_dir):
             ) from error
 
 
-def write_json_atomically(path, value):
-    """Writes JSON to a temporary file beside `path`, then renames it into place."""
+def write_bytes_atomically(path, data):
+    """Writes `data` to a temporary file beside `path`, syncs it, then renames it into place:
+    readers see the old file or the whole new one, never half of it."""
     tmp_path = f"{path}.tmp-{os.getpid()}"
-    with open(tmp_path, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_path, path)
+    try:
+        with open(tmp_path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+def write_text_atomically(path, text):
+    """`write_bytes_atomically` of UTF-8 text."""
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def write_json_atomically(path, value):
+    """`write_text_atomically` of `value` as indented, key-sorted JSON."""
+    write_text_atomically(path, json.dumps(value, indent=2, sort_keys=True) + "\n")

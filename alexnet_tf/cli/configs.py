@@ -45,13 +45,14 @@ def require_local_paths(*names, flag_values=flags.FLAGS):
     """Registers a validator per named path flag: a run directory and what is written beside it
     must be on a local or mounted file system (`serving.run_dir.check_local_path`), checked
     when the flags are parsed, before any work."""
+    from alexnet_tf.serving import run_dir
+
     for name in names:
         def is_local(value, name=name):
-            if value and "://" in value:
-                raise flags.ValidationError(
-                    f"--{name}={value} is not a local path: run directories and their files must be on a "
-                    "local or mounted file system (atomic renames, file locks). Mount the bucket (e.g. "
-                    "gcsfuse) and pass the mounted path, or write locally and copy.")
+            try:
+                run_dir.check_local_path(value, flag=f"--{name}")
+            except ValueError as error:
+                raise flags.ValidationError(str(error)) from None
             return True
 
         flags.register_validator(name, is_local, flag_values=flag_values)

@@ -39,9 +39,9 @@ def check_local_path(path, flag="--model_dir"):
     """
     if path and "://" in str(path):
         raise ValueError(
-            f"{flag}={path}: run directories must be on a local or mounted file system (they rely on "
-            "atomic renames and file locks, which object stores lack). Mount the bucket (e.g. gcsfuse) "
-            "and pass the mounted path, or write locally and copy.")
+            f"{flag}={path} is not a local path: run directories and their files must be on a local or "
+            "mounted file system (they rely on atomic renames and file locks, which object stores lack). "
+            "Mount the bucket (e.g. gcsfuse) and pass the mounted path, or write locally and copy.")
 
 
 def write_model_spec(model_dir, *, build_kwargs, class_names, statistics, extra=None):
@@ -59,15 +59,6 @@ def write_model_spec(model_dir, *, build_kwargs, class_names, statistics, extra=
         "rgb_eigvec": [list(row) for row in statistics.rgb_eigvec],
         "label_offset": statistics.label_offset,
     })
-
-
-def write_text_atomically(path, text):
-    """Writes `text` to `path` through a temporary file and a rename: never half a file."""
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(tmp_path, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp_path, path)
 
 
 def read_model_spec(model_dir):

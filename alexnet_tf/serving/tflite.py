@@ -17,6 +17,7 @@ import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
 
 from alexnet_tf.model.layers import portable_kernels
+from pipelines import schema
 
 QUANTIZATIONS = ("none", "dynamic")
 
@@ -47,16 +48,9 @@ def convert_to_tflite(model, *, rgb_mean, image_size, quantize="none"):
 
 
 def write_tflite(path, flatbuffer, *, overwrite=False):
-    """Writes the flatbuffer to `path` through a temporary file and a rename."""
+    """Writes the flatbuffer to `path` atomically (`pipelines.schema.write_bytes_atomically`)."""
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists. Pass --overwrite to replace it, or another --output.")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(flatbuffer)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    schema.write_bytes_atomically(path, flatbuffer)
     return path

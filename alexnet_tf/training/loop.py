@@ -40,6 +40,7 @@ from alexnet_tf.training.plateau import PlateauSchedule
 from alexnet_tf.training.start import RUN_SETTINGS_KEY, freeze_layers, plan_start, run_settings
 from alexnet_tf.training.state import TrainingState, write_dir_of
 from alexnet_tf.training.steps import evaluate_distributed, make_steps
+from pipelines import schema
 
 __all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "TrainingError", "build_training_objects", "train"]
 
@@ -191,7 +192,7 @@ def _train_from(config, strategy, start, on_epoch_end):
         run_dir.write_model_spec(config.model_dir, build_kwargs=start.build_kwargs, class_names=data.class_names,
                                  statistics=start.statistics, extra=extra)
         if config.flags_text is not None:
-            run_dir.write_text_atomically(os.path.join(config.model_dir, run_dir.FLAGS_FILE), config.flags_text)
+            schema.write_text_atomically(os.path.join(config.model_dir, run_dir.FLAGS_FILE), config.flags_text)
     # The input position is part of the checkpoint on one worker. Not with a tf.data service
     # (the stream lives there) nor with several workers: each reads other files, and only
     # the chief's state reaches model_dir. There a resume restarts the (seeded) input stream.
@@ -375,8 +376,6 @@ def _finished_results(config, epoch, plateau):
 
 
 def _write_results(model_dir, epoch, state, plateau, final):
-    from pipelines import schema
-
     schema.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS_FILE), {
         "epochs_done": epoch, "steps_done": int(state.step.numpy()), "plateau": plateau.state(),
         "final_validation": final})

@@ -177,13 +177,9 @@ def _check_resume_settings(config, recorded):
 
 def _check_resume_network(config, recorded_kwargs, build_kwargs):
     differences = [(key, recorded_kwargs[key], build_kwargs[key]) for key in _NETWORK_KEYS
-                   if _as_tuple(recorded_kwargs[key]) != _as_tuple(build_kwargs[key])]
+                   if recorded_kwargs[key] != build_kwargs[key]]
     if differences:
         _refuse_resume(config, differences)
-
-
-def _as_tuple(value):
-    return tuple(value) if isinstance(value, list) else value
 
 
 def freeze_layers(model, names):

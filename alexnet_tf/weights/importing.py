@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from alexnet_tf.serving import run_dir
 from alexnet_tf.weights import caffe
+from pipelines import schema
 
 # The model_spec.json key that marks an imported run directory (training into it is refused).
 IMPORTED_FROM = "imported_from"
@@ -86,7 +87,7 @@ def import_weights(weights_path, model_dir, *, class_names_file=None):
         run_dir.write_model_spec(tmp, build_kwargs=kwargs, class_names=names, statistics=statistics, extra={
             IMPORTED_FROM: {"weights": os.path.abspath(weights_path), "format": "bvlc_alexnet .npy (caffe-tensorflow)",
                             "class_names_file": class_names_file and os.path.abspath(class_names_file)}})
-        run_dir.write_text_atomically(os.path.join(tmp, run_dir.FLAGS_FILE),
+        schema.write_text_atomically(os.path.join(tmp, run_dir.FLAGS_FILE),
                                       _fine_tune_flagfile(model_dir, kwargs, os.path.abspath(weights_path)))
         if os.path.isdir(model_dir):
             os.rmdir(model_dir)  # empty (checked above)
