@@ -5,7 +5,9 @@ The public names live here; the commands a user types sit beside this file
 and one sub-package per job below it:
 
 - `model/`: the network, the paper's layers, the CPU speed kernels, the optimizer, metrics;
-- `weights/`: weights made elsewhere (Caffe's bvlc_alexnet .npy) read and written;
+- `weights/`: weights made elsewhere (Caffe's bvlc_alexnet .npy, torchvision's .pth) read safely;
+- `applications/`: the keras.applications-style `AlexNet(weights=...)`, `preprocess_input`,
+  `decode_predictions`;
 - `training/`: the training library (config, data, start, steps, state, loop, ...);
 - `serving/`: run directories, evaluation, the SavedModel export, nearest neighbours;
 - `callbacks/`: `ReduceLROnPlateau` for `model.fit`, the loop's schedule as a Keras callback;
@@ -18,7 +20,7 @@ import tensorflow as tf  # noqa: F401
 
 from alexnet_tf.model import (MIN_IMAGE_SIZE, GroupedConv2D, LocalResponseNormalization, MomentumSGD, WeightDecay,
                               build_alexnet, count_flops, count_training_flops, feature_model, portable_kernels)
-from alexnet_tf.weights import load_caffe_npy
+from alexnet_tf.weights import load_caffe_npy, load_torchvision_pth
 
 __all__ = [
     "GroupedConv2D",
@@ -31,5 +33,6 @@ __all__ = [
     "count_training_flops",
     "feature_model",
     "load_caffe_npy",
+    "load_torchvision_pth",
     "portable_kernels",
 ]

@@ -6,6 +6,10 @@ r"""Converts an ImageNet-style JPEG folder into sharded TFRecords and dataset_in
     # Validation: a flat folder and lines 'FILENAME CLASS'; reuses the stored class list.
     python -m pipelines.convert --input_dir=ILSVRC/val --output_dir=data/imagenet \
         --split=validation --labels_file=val_labels.txt
+    # ImageNet (ILSVRC-2012) needs no labels or names files: --imagenet takes the class list,
+    # the names and the validation labels from the installed tensorflow-datasets.
+    python -m pipelines.convert --imagenet --input_dir=ILSVRC/train --output_dir=data/imagenet --split=train
+    python -m pipelines.convert --imagenet --input_dir=ILSVRC/val --output_dir=data/imagenet --split=validation
 
 Rerun the same command after an interruption: complete shards are kept, the rest redone.
 """
@@ -25,6 +29,9 @@ _LABELS_FILE = flags.DEFINE_string("labels_file", None, "Lines 'FILENAME CLASS' 
 _SYNSETS_FILE = flags.DEFINE_string("synsets_file", None, "One class id per line, in label order.")
 _CLASS_NAMES_FILE = flags.DEFINE_string(
     "class_names_file", None, "Human-readable names: lines 'ID NAME' (LOC_synset_mapping.txt, words.txt).")
+_IMAGENET = flags.DEFINE_bool(
+    "imagenet", False, "ILSVRC-2012: its 1000 classes in sorted-wnid order with their names, and for a flat "
+    "folder of ILSVRC2012_val_*.JPEG files their validation labels (from the installed tensorflow-datasets).")
 _NUM_SHARDS = flags.DEFINE_integer(
     "num_shards", 0, "Shards for the split; 0: 1024 train / 128 other, fewer for small inputs.", lower_bound=0)
 _WORKERS = flags.DEFINE_integer("workers", 0, "Worker processes; 0: one per core.", lower_bound=0)
@@ -51,6 +58,7 @@ def main(argv):
         labels_file=_LABELS_FILE.value,
         synsets_file=_SYNSETS_FILE.value,
         class_names_file=_CLASS_NAMES_FILE.value,
+        imagenet=_IMAGENET.value,
         num_shards=_NUM_SHARDS.value,
         workers=_WORKERS.value,
         resize_shorter=_RESIZE_SHORTER.value,

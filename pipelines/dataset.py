@@ -20,6 +20,7 @@ import random
 import tensorflow as tf
 
 from pipelines import augment, constants, schema
+from pipelines import preprocessing as conventions
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 10_000
@@ -94,8 +95,13 @@ def decode_for_train(encoded, seed, *, image_size):
     return augment.resize_square(patch, image_size)
 
 
-def decode_for_eval(encoded, *, image_size):
-    """uint8 [S, S, 3]: the centred 224/256 square of the shorter side, resized to S."""
+def decode_for_eval(encoded, *, image_size, preprocessing=conventions.PAPER):
+    """uint8 [S, S, 3]: the centred 224/256 square of the shorter side, resized to S; or,
+    for "caffe" or "torchvision", the crop that weight set's own pipeline makes
+    (`pipelines.preprocessing`)."""
+    if conventions.check_preprocessing(preprocessing) != conventions.PAPER:
+        return conventions.crop_of_convention(conventions.decode_rgb(encoded), image_size=image_size,
+                                              preprocessing=preprocessing)
     patch = _decode_window(encoded, augment.center_crop_window)
     return augment.resize_square(patch, image_size)
 
@@ -232,6 +238,7 @@ def build_dataset(
     tfds_split=None,
     data_service=None,
     data_service_job="alexnet_train",
+    preprocessing=conventions.PAPER,
 ):
     """Batches of `(images float32 [B, S, S, 3], labels int32 [B])`, mean subtracted.
 
@@ -258,6 +265,8 @@ def build_dataset(
         position cannot be checkpointed. Evaluation always runs locally.
       data_service_job: the service job name; consumers with the same name share one
         stream (so several training workers split it).
+      preprocessing: the evaluation crop (single-crop only): "paper", or the "caffe" or
+        "torchvision" geometry that imported weights were measured with.
 
     Returns:
       A `tf.data.Dataset`.
@@ -266,6 +275,9 @@ def build_dataset(
         raise ValueError(f"Expected crops to be 1 or 10. Received: crops={crops}")
     if training and crops != 1:
         raise ValueError("Ten-crop batches are for evaluation: pass training=False with crops=10.")
+    if conventions.check_preprocessing(preprocessing) != conventions.PAPER and (training or crops != 1):
+        raise ValueError(f"preprocessing={preprocessing!r} is a single-crop evaluation geometry; training and "
+                         "ten-crop batches use the paper's.")
     if batch_size < 1:
         raise ValueError(f"Expected batch_size >= 1. Received: {batch_size}")
     if seed is None:
@@ -313,11 +325,11 @@ def build_dataset(
                               tf.stack([tf.cast(seed, tf.int64) + 2, first])])
             return normalize_images(images, seeds), labels
     else:
-        decode = decode_ten_crops if crops == 10 else decode_for_eval
-
         def eval_example(record):
             encoded, label = parse(record)
-            return decode(encoded, image_size=image_size), label_of(label)
+            if crops == 10:
+                return decode_ten_crops(encoded, image_size=image_size), label_of(label)
+            return decode_for_eval(encoded, image_size=image_size, preprocessing=preprocessing), label_of(label)
 
         dataset = records.map(eval_example, num_parallel_calls=AUTOTUNE, deterministic=True)
         dataset = dataset.batch(batch_size, drop_remainder=False)
@@ -333,7 +345,8 @@ def build_dataset(
     return dataset.with_options(options).prefetch(AUTOTUNE)
 
 
-def build_indexed_dataset(file_pattern, *, batch_size, image_size=224, statistics=None):
+def build_indexed_dataset(file_pattern, *, batch_size, image_size=224, statistics=None,
+                          preprocessing=conventions.PAPER):
     """Every example once, in file order, centre-cropped as for evaluation, with its origin.
 
     For tools that must find an example again (nearest neighbours): the shards are read one
@@ -354,7 +367,8 @@ def build_indexed_dataset(file_pattern, *, batch_size, image_size=224, statistic
     def example(file_index, record_index, record):
         features = tf.io.parse_single_example(record, spec)
         label = tf.cast(features[schema.CLASS_LABEL] - statistics.label_offset, tf.int32)
-        return (decode_for_eval(features[schema.IMAGE_ENCODED], image_size=image_size), label, file_index,
+        return (decode_for_eval(features[schema.IMAGE_ENCODED], image_size=image_size, preprocessing=preprocessing),
+                label, file_index,
                 record_index, features[schema.IMAGE_FILENAME])
 
     normalize_images = make_eval_normalizer(statistics)

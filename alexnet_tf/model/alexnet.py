@@ -5,7 +5,8 @@ import inspect
 import tensorflow as tf
 import keras
 
-from alexnet_tf.model.layers import LRN_ALPHA, LRN_BIAS, Dense, GroupedConv2D, LocalResponseNormalization
+from alexnet_tf.model.layers import (LRN_ALPHA, LRN_BIAS, AdaptiveAveragePooling2D, Dense, GroupedConv2D,
+                                     LocalResponseNormalization)
 from alexnet_tf.model.optimizer import WeightDecay
 
 # Section 5 of the paper: weights ~ N(0, 0.01); biases 1 in conv2, conv4, conv5 and the
@@ -26,6 +27,11 @@ PAPER_FC_UNITS = 4096
 # conv1 is an 11x11 stride-4 VALID convolution: 224 + 1 + 2 = 227 gives the paper's 55x55.
 # (Caffe's bvlc_alexnet takes 227-px crops and pads nothing: conv1_padding=(0, 0).)
 PAPER_CONV1_PADDING = (1, 2)
+# Dropout on the inputs of fc7 and fc8, i.e. after fc6 and fc7 (Section 4.2). torchvision's
+# AlexNet has it on the inputs of fc6 and fc7 instead.
+PAPER_DROPOUT_INPUTS_OF = ("fc7", "fc8")
+_FC_LAYERS = ("fc6", "fc7", "fc8")
+
 # The smallest input for which pool5 is still at least 1x1: (64 + 3 - 11) / 4 + 1 = 15,
 # pool1 -> 7, pool2 -> 3, pool5 -> 1.
 MIN_IMAGE_SIZE = 64
@@ -53,6 +59,8 @@ def build_alexnet(
     lrn_bias=LRN_BIAS,
     lrn_alpha=LRN_ALPHA,
     conv1_padding=PAPER_CONV1_PADDING,
+    dropout_inputs_of=PAPER_DROPOUT_INPUTS_OF,
+    adaptive_pool_size=None,
     weight_decay=5e-4,
     init="paper",
     conv_filters=PAPER_CONV_FILTERS,
@@ -70,13 +78,17 @@ def build_alexnet(
         `MIN_IMAGE_SIZE`).
       groups: 2 reproduces the paper's two-GPU connectivity in conv2, conv4 and conv5;
         1 connects every layer to all of the previous one.
-      dropout: rate after fc6 and fc7 (0.5 in the paper).
+      dropout: rate of the dropout layers (0.5 in the paper).
       lrn: whether norm1 and norm2 normalise (False makes them identities, for ablations).
       lrn_bias: the LRN's k (the paper's 2; Caffe's bvlc_alexnet uses 1).
       lrn_alpha: the LRN's alpha, multiplying the plain sum of squares (the paper's 1e-4;
         Caffe's prototxt 1e-4 is divided by the window of 5, i.e. 2e-5 here).
       conv1_padding: (before, after) zeros added to each spatial side of the input before
         conv1 (the paper's (1, 2) makes 224 the 227 that gives 55x55; (0, 0) for 227 input).
+      dropout_inputs_of: the fully connected layers whose inputs dropout drops: the paper's
+        ("fc7", "fc8") (layers drop6, drop7); torchvision's ("fc6", "fc7") (drop5, drop6).
+      adaptive_pool_size: None, or torchvision's 6: pool5 is followed by PyTorch's adaptive
+        average pooling to 6x6 (the identity at 224 px), so any input size feeds fc6.
       weight_decay: the paper's decay: an L2 term whose gradient is `weight_decay * w` on
         every kernel, so it enters the momentum exactly as in the paper's update rule.
       init: "paper" (N(0, 0.01), unit biases in conv2/4/5, fc6/7) or "he".
@@ -120,6 +132,12 @@ def build_alexnet(
             f"conv1_padding={conv1_padding}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"Expected 0 <= dropout < 1. Received: dropout={dropout}")
+    dropout_inputs_of = tuple(dropout_inputs_of)
+    if not set(dropout_inputs_of) <= set(_FC_LAYERS):
+        raise ValueError(f"Expected dropout_inputs_of to name layers among {_FC_LAYERS}. "
+                         f"Received: dropout_inputs_of={dropout_inputs_of}")
+    if adaptive_pool_size is not None and int(adaptive_pool_size) < 1:
+        raise ValueError(f"Expected adaptive_pool_size None or >= 1. Received: {adaptive_pool_size}")
 
     regularizer = WeightDecay(weight_decay) if weight_decay else None
     layer_index = iter(range(100))
@@ -173,14 +191,17 @@ def build_alexnet(
     x = conv("conv4", conv_filters[3], 3, layer_groups=groups)(x)
     x = conv("conv5", conv_filters[4], 3, layer_groups=groups)(x)
     x = pool("pool5")(x)
+    if adaptive_pool_size is not None:
+        x = AdaptiveAveragePooling2D(int(adaptive_pool_size), name="avgpool")(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    x = dense("fc6", fc_units, "relu")(x)
-    x = keras.layers.Dropout(dropout, seed=_layer_seed(seed, 50), name="drop6")(x)
-    x = dense("fc7", fc_units, "relu")(x)
-    x = keras.layers.Dropout(dropout, seed=_layer_seed(seed, 51), name="drop7")(x)
-    # Logits: the softmax lives in the loss and in the export. Kept in float32 under a
-    # mixed-precision policy so the loss and the softmax see full precision.
-    logits = dense("fc8", num_classes, None)(x)
+    # The dropout in front of fc{n} is drop{n-1} (the paper's drop6 and drop7).
+    for index, (layer_name, units) in enumerate((("fc6", fc_units), ("fc7", fc_units), ("fc8", num_classes))):
+        if layer_name in dropout_inputs_of:
+            x = keras.layers.Dropout(dropout, seed=_layer_seed(seed, 49 + index), name=f"drop{5 + index}")(x)
+        # fc8 gives logits: the softmax lives in the loss and in the export.
+        x = dense(layer_name, units, None if layer_name == "fc8" else "relu")(x)
+    logits = x
+    # Kept in float32 under a mixed-precision policy so the loss and the softmax see full precision.
     if logits.dtype != "float32":
         logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
     return keras.Model(images, logits, name=name)

@@ -1,5 +1,6 @@
 """The paper's layers beyond stock Keras: LRN, the two-tower convolution, and a Dense whose
-gradient runs on a faster kernel.
+gradient runs on a faster kernel; and PyTorch's adaptive average pooling, which
+torchvision's AlexNet has after pool5.
 
 Each computes one fixed function (the paper's math, here) and chooses HOW at trace time
 ("auto"), by what the device's kernels do well; the kernels live in
@@ -15,8 +16,8 @@ import keras
 from alexnet_tf.model.kernels import (conv_bias_relu, cpu_trains_grouped_conv, fused_lrn, has_gpu, is_portable,
                                       matmul_with_fast_gradient, portable_kernels)
 
-__all__ = ["LRN_ALPHA", "LRN_BETA", "LRN_BIAS", "LRN_DEPTH_RADIUS", "Dense", "GroupedConv2D",
-           "LocalResponseNormalization", "portable_kernels"]
+__all__ = ["LRN_ALPHA", "LRN_BETA", "LRN_BIAS", "LRN_DEPTH_RADIUS", "AdaptiveAveragePooling2D", "Dense",
+           "GroupedConv2D", "LocalResponseNormalization", "portable_kernels"]
 
 # The paper's LRN constants (Section 3.3): k = 2, n = 5, alpha = 1e-4, beta = 0.75.
 # TensorFlow's `depth_radius` is n / 2 rounded down, and its `alpha` multiplies the plain
@@ -227,3 +228,47 @@ class Dense(keras.layers.Dense):
         if self.activation is not None:
             x = self.activation(x)
         return x
+
+
+# ---------------------------------------------------------------------------------------
+# Adaptive average pooling (torchvision's AlexNet)
+
+
+def adaptive_pool_matrix(in_size, out_size):
+    """[out, in] averaging weights of PyTorch's adaptive pooling along one axis: output i
+    averages inputs floor(i * in / out) .. ceil((i + 1) * in / out) - 1 (bins may overlap)."""
+    import numpy as np
+
+    matrix = np.zeros((out_size, in_size), np.float32)
+    for i in range(out_size):
+        start = (i * in_size) // out_size
+        end = -((-(i + 1) * in_size) // out_size)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class AdaptiveAveragePooling2D(keras.layers.Layer):
+    """PyTorch's `AdaptiveAvgPool2d(output_size)` for NHWC input of a static spatial size:
+    the same bins, so torchvision's weights compute the same function at any input size.
+    An input already of the output size passes unchanged (torchvision's 224-px case)."""
+
+    def __init__(self, output_size, **kwargs):
+        super().__init__(**kwargs)
+        self.output_size = int(output_size)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.output_size, self.output_size, input_shape[3])
+
+    def call(self, inputs):
+        height, width = inputs.shape[1], inputs.shape[2]
+        if height is None or width is None:
+            raise ValueError(f"{self.name} needs a static spatial size. Received: input shape {inputs.shape}")
+        if (height, width) == (self.output_size, self.output_size):
+            return inputs
+        rows = tf.constant(adaptive_pool_matrix(height, self.output_size), dtype=inputs.dtype)
+        cols = tf.constant(adaptive_pool_matrix(width, self.output_size), dtype=inputs.dtype)
+        return tf.einsum("ih,bhwc,jw->bijc", rows, inputs, cols)
+
+    def get_config(self):
+        return {**super().get_config(), "output_size": self.output_size}

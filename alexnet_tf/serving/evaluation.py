@@ -42,7 +42,9 @@ def evaluate(config):
 
     dataset = strategy.distribute_datasets_from_function(lambda context: datasets.build_dataset(
         config.eval_files, training=False, batch_size=config.batch_size, image_size=image_size,
-        crops=config.crops, statistics=statistics, input_context=context))
+        crops=config.crops, statistics=statistics, input_context=context,
+        # Ten crops are the paper's; a single crop is the one the weights were measured with.
+        preprocessing=run_dir.preprocessing_of(spec) if config.crops == 1 else "paper"))
 
     def replica_step(images, labels):
         # A replica can get an empty final batch; TensorFlow's CPU conv and pooling kernels

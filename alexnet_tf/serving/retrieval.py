@@ -62,20 +62,21 @@ class Neighbor:
     filename: str
 
 
-def _fingerprint(checkpoint, files, image_size):
+def _fingerprint(checkpoint, files, image_size, preprocessing):
     return json.dumps({"checkpoint": os.path.abspath(checkpoint), "image_size": image_size,
+                       "preprocessing": preprocessing,
                        "files": [[os.path.abspath(f), os.path.getsize(f)] for f in files]}, sort_keys=True)
 
 
 def split_features(model, *, image_size, statistics, checkpoint, file_pattern, cache_path, batch_size=128,
-                   progress_every_seconds=10.0):
+                   preprocessing="paper", progress_every_seconds=10.0):
     """The `FeatureIndex` of a split: from `cache_path` if it was made by the same
     checkpoint from the same shards, else computed (progress logged) and cached atomically."""
     from pipelines import dataset as datasets
 
     files, dataset = datasets.build_indexed_dataset(file_pattern, batch_size=batch_size, image_size=image_size,
-                                                    statistics=statistics)
-    fingerprint = _fingerprint(checkpoint, files, image_size)
+                                                    statistics=statistics, preprocessing=preprocessing)
+    fingerprint = _fingerprint(checkpoint, files, image_size, preprocessing)
     if os.path.exists(cache_path):
         with np.load(cache_path, allow_pickle=False) as cached:
             if str(cached["fingerprint"]) == fingerprint:
@@ -154,11 +155,12 @@ def nearest_neighbors(features, queries, k):
     return np.take_along_axis(index, order, axis=1), distances
 
 
-def decode_images(encoded, *, image_size):
+def decode_images(encoded, *, image_size, preprocessing="paper"):
     """uint8 [N, S, S, 3] centre crops (the evaluation and export preprocessing)."""
     from pipelines import dataset as datasets
 
-    return np.stack([datasets.decode_for_eval(tf.constant(data), image_size=image_size).numpy() for data in encoded])
+    return np.stack([datasets.decode_for_eval(tf.constant(data), image_size=image_size,
+                                              preprocessing=preprocessing).numpy() for data in encoded])
 
 
 def image_features(model, pixels, rgb_mean):
@@ -183,14 +185,15 @@ def find_neighbors(config):
         with open(path, "rb") as f:
             encoded.append(f.read())
     try:
-        query_pixels = decode_images(encoded, image_size=image_size)
+        query_pixels = decode_images(encoded, image_size=image_size, preprocessing=run_dir.preprocessing_of(spec))
     except tf.errors.InvalidArgumentError as error:
         bad = next(path for path, data in zip(config.queries, encoded) if not _decodes(data))
         raise ValueError(f"{bad} is not a readable image ({error.message.splitlines()[0]}).") from None
     cache = os.path.join(config.model_dir, FEATURES_DIR,
                          f"{config.split}-{os.path.basename(checkpoint)}.npz")
     index = split_features(model, image_size=image_size, statistics=statistics, checkpoint=checkpoint,
-                           file_pattern=config.file_pattern, cache_path=cache, batch_size=config.batch_size)
+                           file_pattern=config.file_pattern, cache_path=cache, batch_size=config.batch_size,
+                           preprocessing=run_dir.preprocessing_of(spec))
     indices, distances = nearest_neighbors(index.features, image_features(model, query_pixels, statistics.rgb_mean),
                                            config.k)
     data_names = datasets.load_statistics(os.path.dirname(index.files[0])).class_names

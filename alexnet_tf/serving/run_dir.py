@@ -44,8 +44,10 @@ def check_local_path(path, flag="--model_dir"):
             "Mount the bucket (e.g. gcsfuse) and pass the mounted path, or write locally and copy.")
 
 
-def write_model_spec(model_dir, *, build_kwargs, class_names, statistics, extra=None):
-    """Writes model_spec.json; `extra` adds keys (e.g. where imported weights came from)."""
+def write_model_spec(model_dir, *, build_kwargs, class_names, statistics, preprocessing="paper", extra=None):
+    """Writes model_spec.json; `extra` adds keys (e.g. where imported weights came from).
+    `preprocessing` names the evaluation crop the weights need (`pipelines.preprocessing`)."""
+    from pipelines import preprocessing as conventions
     from pipelines import schema
 
     os.makedirs(model_dir, exist_ok=True)
@@ -58,6 +60,7 @@ def write_model_spec(model_dir, *, build_kwargs, class_names, statistics, extra=
         "rgb_eigval": list(statistics.rgb_eigval),
         "rgb_eigvec": [list(row) for row in statistics.rgb_eigvec],
         "label_offset": statistics.label_offset,
+        "preprocessing": conventions.check_preprocessing(preprocessing),
     })
 
 
@@ -78,6 +81,12 @@ def statistics_of(spec):
                              label_offset=spec.get("label_offset", 0),
                              num_classes=spec["build_alexnet"]["num_classes"],
                              class_names=tuple(spec["class_names"]), class_ids=tuple(spec.get("class_ids", ())))
+
+
+def preprocessing_of(spec):
+    """The evaluation crop a run's weights need: "paper" (every trained run, and specs from
+    before the key existed), "caffe" or "torchvision" (imported weights)."""
+    return spec.get("preprocessing", "paper")
 
 
 def latest_checkpoint(model_dir):

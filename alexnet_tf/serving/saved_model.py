@@ -8,7 +8,9 @@ project code, no Keras custom objects). Signatures:
   TF Serving's REST API take {"b64": ...}) -> `probabilities` [None, C] float32, `classes`
   [None, 5] int32 (top-5 ids), `class_names` [None, 5] tf.string. Preprocessing is the
   evaluation pipeline's own code (`pipelines.dataset.decode_for_eval`): centre 224/256
-  square of the shorter side, resized to the model's size, minus the training mean.
+  square of the shorter side, resized to the model's size, minus the training mean; for
+  imported weights, the crop their own pipeline makes (Caffe's, torchvision's), as the run
+  directory records.
 - `serving_pixels`: `images` uint8 [None, S, S, 3], already cropped RGB -> the same outputs.
 - `features`: `image_bytes` as `serving_default` -> `fc7` float32 [None, fc units], the
   features after ReLU (the paper's Section 6.1 compares them by Euclidean distance).
@@ -93,7 +95,7 @@ def export_run(config):
     path = export_model(
         model, export_dir=config.export_dir or os.path.join(config.model_dir, run_dir.EXPORT_DIR),
         class_names=spec.get("class_names", ()), statistics=run_dir.statistics_of(spec),
-        version=config.version, overwrite=config.overwrite, max_pixels=config.max_pixels)
+        preprocessing=run_dir.preprocessing_of(spec), version=config.version, overwrite=config.overwrite, max_pixels=config.max_pixels)
     return ExportResult(path, checkpoint)
 
 
@@ -119,7 +121,7 @@ def _image_dimensions(image_bytes):
         return tf.cond(is_jpeg, jpeg_dimensions, png_dimensions)
 
 
-def preprocess_image_bytes(image_bytes, *, image_size, max_pixels):
+def preprocess_image_bytes(image_bytes, *, image_size, max_pixels, preprocessing="paper"):
     """uint8 [S, S, 3] of one encoded image, as the evaluation pipeline crops it."""
     height, width = _image_dimensions(image_bytes)
     small_enough = tf.debugging.Assert(
@@ -128,15 +130,17 @@ def preprocess_image_bytes(image_bytes, *, image_size, max_pixels):
          f"pixels; the limit is {max_pixels} pixels."])
     # Nothing is decoded before the header has passed the size check.
     with tf.control_dependencies([small_enough]):
-        return datasets.decode_for_eval(image_bytes, image_size=image_size)
+        return datasets.decode_for_eval(image_bytes, image_size=image_size, preprocessing=preprocessing)
 
 
 class ServingModule(tf.Module):
     """The model with its preprocessing and class names, as TF Serving signatures."""
 
-    def __init__(self, model, *, class_names, rgb_mean, image_size, max_pixels=DEFAULT_MAX_PIXELS):
+    def __init__(self, model, *, class_names, rgb_mean, image_size, max_pixels=DEFAULT_MAX_PIXELS,
+                 preprocessing="paper"):
         super().__init__(name="alexnet_serving")
         self.model = model
+        self.preprocessing = preprocessing
         self.features_model = feature_model(model)
         self.image_size = image_size
         self.max_pixels = max_pixels
@@ -159,7 +163,8 @@ class ServingModule(tf.Module):
 
     def _pixels(self, image_bytes):
         return tf.map_fn(
-            lambda b: preprocess_image_bytes(b, image_size=self.image_size, max_pixels=self.max_pixels),
+            lambda b: preprocess_image_bytes(b, image_size=self.image_size, max_pixels=self.max_pixels,
+                                             preprocessing=self.preprocessing),
             image_bytes,
             fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3], tf.uint8))
 
@@ -214,7 +219,7 @@ def _sample_jpegs(image_size):
 
 
 def export_model(model, *, export_dir, class_names=(), statistics=None, image_size=None, version=None,
-                 overwrite=False, max_pixels=DEFAULT_MAX_PIXELS):
+                 overwrite=False, max_pixels=DEFAULT_MAX_PIXELS, preprocessing="paper"):
     """Writes `export_dir/<version>` atomically. Returns its path.
 
     Args:
@@ -226,6 +231,8 @@ def export_model(model, *, export_dir, class_names=(), statistics=None, image_si
       version: integer version (default: the next one).
       overwrite: replace an existing version (else that is an error).
       max_pixels: the largest width x height accepted in `image_bytes`.
+      preprocessing: the crop of `image_bytes` ("paper", or imported weights' "caffe" or
+        "torchvision": `pipelines.preprocessing`).
     """
     statistics = statistics or datasets.DatasetStatistics()
     image_size = image_size or model.input.shape[1]
@@ -240,7 +247,7 @@ def export_model(model, *, export_dir, class_names=(), statistics=None, image_si
         shutil.rmtree(stale, ignore_errors=True)
     tmp = os.path.join(export_dir, f".tmp-{version}-{os.getpid()}")
     module = ServingModule(model, class_names=class_names, rgb_mean=statistics.rgb_mean,
-                           image_size=image_size, max_pixels=max_pixels)
+                           image_size=image_size, max_pixels=max_pixels, preprocessing=preprocessing)
     try:
         # Plain ops only (no XLA, no grouped convolution): TF Serving's defaults run them.
         with portable_kernels():

@@ -30,7 +30,7 @@ from alexnet_tf.model.alexnet import WEIGHTED_LAYERS
 from alexnet_tf.serving import run_dir
 from alexnet_tf.training.config import TrainingError
 from alexnet_tf.training.data import resolve_data
-from alexnet_tf.weights import caffe
+from alexnet_tf.weights import WeightsFileError, importing
 from alexnet_tf.weights.importing import ARCHITECTURE_FIELDS, IMPORTED_FROM, flag_value
 
 logger = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ def freeze_layers(model, names):
 
 def _load_source(path):
     """(build kwargs, RGB mean, model with the weights) of a run directory (its latest
-    checkpoint) or a bvlc_alexnet .npy."""
+    checkpoint), a bvlc_alexnet .npy or a torchvision .pth."""
     if os.path.isdir(path):
         try:
             model, spec, checkpoint = run_dir.load_model(path)
@@ -201,14 +201,14 @@ def _load_source(path):
         return run_dir.build_kwargs_of(spec), tuple(spec["rgb_mean"]), model
     if os.path.isfile(path):
         try:
-            model, kwargs = caffe.import_caffe_npy(path)
-        except caffe.CaffeWeightsError as error:
+            weights = importing.read_weights(path)
+        except WeightsFileError as error:
             raise TrainingError(f"--init_from: {error}") from error
-        logger.info("Initialising from the bvlc_alexnet weights in %s", path)
-        return kwargs, caffe.CAFFE_RGB_MEAN, model
+        logger.info("Initialising from the %s weights in %s", weights.preprocessing, path)
+        return weights.build_kwargs, weights.rgb_mean, weights.model
     raise TrainingError(
         f"--init_from={path} is neither a run directory nor a weights file. Pass the --model_dir of a "
-        "run (or of alexnet_tf.import_weights), or a bvlc_alexnet .npy.")
+        "run (or of alexnet_tf.import_weights), a bvlc_alexnet .npy or a torchvision .pth.")
 
 
 def _check_architecture(config, source_kwargs):

@@ -25,6 +25,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from alexnet_tf.model.alexnet import WEIGHTED_LAYERS, build_alexnet, complete_build_kwargs
+from alexnet_tf.weights.errors import WeightsFileError
 
 LAYERS = WEIGHTED_LAYERS
 CONV_LAYERS = LAYERS[:5]
@@ -48,7 +49,7 @@ _KERNEL_SIZES = {"conv1": 11, "conv2": 5, "conv3": 3, "conv4": 3, "conv5": 3}
 _POOL5_SIDE = 6
 
 
-class CaffeWeightsError(ValueError):
+class CaffeWeightsError(WeightsFileError):
     """A weights file that is not (or not safely) the bvlc_alexnet layout; the message says why."""
 
 

@@ -18,6 +18,7 @@ class ConvertConfig:
     labels_file: str | None = None
     synsets_file: str | None = None
     class_names_file: str | None = None
+    imagenet: bool = False  # ILSVRC-2012's classes, names and validation labels (pipelines.imagenet)
     num_shards: int = 0  # 0: the default for the split and input size
     workers: int = 0  # 0: every core
     resize_shorter: int = 256

@@ -70,6 +70,10 @@ def convert_split(config):
             "class holding images, or a flat folder with --labels_file.")
     classes = resolve_classes(config, entries, info)
     class_names = dict(zip(info.get("classes", []), info.get("class_names", [])))
+    if config.imagenet:
+        from pipelines import imagenet
+
+        class_names.update(zip(imagenet.wnids(), imagenet.class_names()))
     if config.class_names_file:
         class_names.update(read_class_names(config.class_names_file))
     tasks = plan_shards(config, entries, classes, class_names)

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+import re
 
 from pipelines import schema
 from pipelines.conversion.config import ConversionError
@@ -69,8 +70,31 @@ def _list_class_folders(input_dir):
                       if entry.is_dir() and not entry.name.startswith("."))
 
 
+def _imagenet_validation_entries(config):
+    """[_Entry] of a flat folder of ILSVRC2012_val_NNNNNNNN.JPEG files, labelled by
+    ILSVRC-2012's validation labels (a subset of the 50,000 is fine)."""
+    from pipelines import imagenet
+
+    labels = imagenet.validation_wnids()
+    entries = []
+    with os.scandir(config.input_dir) as files:
+        names = sorted(f.name for f in files if f.is_file() and not f.name.startswith("."))
+    for name in names:
+        match = re.fullmatch(r"ILSVRC2012_val_(\d{8})\.JPEG", name)
+        if not match or not 1 <= int(match.group(1)) <= len(labels):
+            raise ConversionError(
+                f"--imagenet with a flat --input_dir={config.input_dir} expects ILSVRC-2012 validation files "
+                f"(ILSVRC2012_val_00000001.JPEG ... ILSVRC2012_val_00050000.JPEG). Received: {name}. Pass "
+                "--labels_file for other flat folders.")
+        entries.append(_Entry(name, labels[int(match.group(1)) - 1]))
+    return entries
+
+
 def list_entries(config):
-    """[_Entry] of the split, sorted by path: from class folders or a labels file."""
+    """[_Entry] of the split, sorted by path: from class folders, a labels file, or (with
+    --imagenet, a flat folder) ILSVRC-2012's validation labels."""
+    if config.imagenet and not config.labels_file and not _list_class_folders(config.input_dir):
+        return _imagenet_validation_entries(config)
     if config.labels_file:
         entries = []
         for line_number, line in enumerate(_read_lines(config.labels_file, "labels file"), 1):
@@ -89,19 +113,29 @@ def list_entries(config):
     return entries
 
 
+def _requested_classes(config):
+    if config.imagenet:
+        from pipelines import imagenet
+
+        return "--imagenet", list(imagenet.wnids())
+    if config.synsets_file:
+        lines = _read_lines(config.synsets_file, "synsets file")
+        return f"--synsets_file={config.synsets_file}", [line.split()[0] for line in lines]
+    return None, None
+
+
 def resolve_classes(config, entries, info):
-    """The class list (index = label): stored in dataset_info, else --synsets_file, else sorted."""
+    """The class list (index = label): stored in dataset_info, else --imagenet's or
+    --synsets_file's, else sorted."""
+    source, requested = _requested_classes(config)
     if info and info.get("classes"):
         classes = list(info["classes"])
-        if config.synsets_file:
-            requested = _read_lines(config.synsets_file, "synsets file")
-            if requested != classes:
-                raise ConversionError(
-                    f"--synsets_file={config.synsets_file} lists other classes than the "
-                    f"{len(classes)} already in {info_path(config)}. Convert into a new "
-                    "--output_dir, or drop --synsets_file to reuse the stored class list.")
-    elif config.synsets_file:
-        classes = [line.split()[0] for line in _read_lines(config.synsets_file, "synsets file")]
+        if requested is not None and requested != classes:
+            raise ConversionError(
+                f"{source} lists other classes than the {len(classes)} already in {info_path(config)}. "
+                f"Convert into a new --output_dir, or drop {source.split('=')[0]} to reuse the stored class list.")
+    elif requested is not None:
+        classes = requested
     elif config.labels_file:
         classes = sorted({entry.synset for entry in entries})
     else:
@@ -120,9 +154,8 @@ def resolve_classes(config, entries, info):
 def _classes_source(config, info):
     if info and info.get("classes"):
         return info_path(config)
-    if config.synsets_file:
-        return f"--synsets_file={config.synsets_file}"
-    return "the input folders"
+    source, _ = _requested_classes(config)
+    return source or "the input folders"
 
 
 def info_path(config):
