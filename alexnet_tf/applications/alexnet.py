@@ -59,8 +59,11 @@ _POOLINGS = (None, "avg", "max")
 
 
 def _cache_dir():
-    # Read at call time (Keras reads KERAS_HOME once, at import).
-    return os.environ.get("KERAS_HOME")
+    """Keras' cache: $KERAS_HOME (read now; Keras reads it once, at import), else ~/.keras.
+    Created, as `get_file` would otherwise fall back to /tmp/.keras for a missing folder."""
+    path = os.path.expanduser(os.environ.get("KERAS_HOME") or os.path.join("~", ".keras"))
+    os.makedirs(os.path.join(path, "models"), exist_ok=True)
+    return path
 
 
 def weights_file(weights):
@@ -72,9 +75,7 @@ def weights_file(weights):
     if weight_set.sha256:
         return keras.utils.get_file(weight_set.file_name, weight_set.origin, file_hash=weight_set.sha256,
                                     hash_algorithm="sha256", cache_subdir="models", cache_dir=_cache_dir())
-    from keras.src.backend import config
-
-    path = os.path.join(os.path.expanduser(_cache_dir() or config.keras_home()), "models", weight_set.file_name)
+    path = os.path.join(_cache_dir(), "models", weight_set.file_name)
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"weights={weights!r}: {path} is missing. No checksum of the {weight_set.file_name} conversion is "

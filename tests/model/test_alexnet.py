@@ -163,3 +163,18 @@ def test_flop_counts_of_the_paper_model():
 
     assert count_flops(model) == 1_448_813_632
     assert count_training_flops(model, batch_size=2) == 2 * (3 * 1_448_813_632 - 210_830_400)
+
+
+def test_dropout_placement_and_the_adaptive_pool_are_options():
+    paper = build_alexnet(10, image_size=64, conv_filters=(8, 8, 8, 8, 8), fc_units=16)
+    names = [layer.name for layer in paper.layers]
+    assert names.index("drop6") == names.index("fc6") + 1 and names.index("drop7") == names.index("fc7") + 1
+    assert "avgpool" not in names
+    # torchvision's: dropout in front of fc6 and fc7, and the adaptive pool after pool5.
+    tv = build_alexnet(10, image_size=96, conv_filters=(8, 8, 8, 8, 8), fc_units=16, dropout_inputs_of=("fc6", "fc7"),
+                       adaptive_pool_size=6, groups=1, lrn=False, conv1_padding=(2, 2))
+    names = [layer.name for layer in tv.layers]
+    assert names.index("drop5") == names.index("fc6") - 1 and names.index("drop6") == names.index("fc7") - 1
+    assert tv.get_layer("avgpool").output.shape[1:] == (6, 6, 8) and tv.get_layer("fc6").kernel.shape == (288, 16)
+    with pytest.raises(ValueError, match=r"dropout_inputs_of to name layers among \('fc6', 'fc7', 'fc8'\)"):
+        build_alexnet(10, image_size=64, dropout_inputs_of=("pool5",))

@@ -366,3 +366,20 @@ def test_conv_with_relu_and_unfused_bias_gradient_equals_keras_conv2d(kwargs, in
         for actual, expected in zip(*results):
             assert np.abs(expected).max() > 0
             np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("in_size", [6, 7, 13, 4])
+def test_adaptive_average_pooling_is_pytorchs(in_size):
+    # PyTorch's bins: output i averages inputs floor(i*n/6) .. ceil((i+1)*n/6) - 1; they
+    # overlap when n is not a multiple of 6, and repeat inputs when n < 6.
+    from alexnet_tf.model.layers import AdaptiveAveragePooling2D
+
+    x = np.random.default_rng(in_size).normal(size=(2, in_size, in_size + 2, 3)).astype(np.float32)
+    out = AdaptiveAveragePooling2D(6)(x).numpy()
+    expected = np.zeros((2, 6, 6, 3), np.float32)
+    for i in range(6):
+        for j in range(6):
+            rows = slice(i * in_size // 6, -(-(i + 1) * in_size // 6))
+            cols = slice(j * (in_size + 2) // 6, -(-(j + 1) * (in_size + 2) // 6))
+            expected[:, i, j] = x[:, rows, cols].mean(axis=(1, 2))
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)

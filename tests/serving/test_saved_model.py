@@ -232,3 +232,26 @@ def test_the_end_of_training_export_is_the_export_commands_after_mixed_precision
     # ... and both are the float32 model of that checkpoint.
     np.testing.assert_allclose(at_end["probabilities"].numpy(), _keras_probabilities(str(run), images.numpy()),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_an_imported_torchvision_run_serves_with_torchvisions_crop(tmp_path):
+    # The run directory records "torchvision"; its SavedModel crops image_bytes that way: on
+    # real photos, PyTorch's top-1 and logits within a grey level's worth of PIL's crop.
+    from alexnet_tf.weights import importing
+
+    fixtures = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
+    reference = np.load(os.path.join(fixtures, "reference.npz"))
+    model_dir = str(tmp_path / "torchvision_run")
+    importing.import_weights(os.path.join(fixtures, "tiny_torchvision_alexnet.pth"), model_dir)
+    path = saved_model.export_run(saved_model.ExportConfig(model_dir=model_dir)).path
+    photos = [open(os.path.join(fixtures, "photos", str(name)), "rb").read() for name in reference["photos"]]
+    served = tf.saved_model.load(path).signatures["serving_default"](image_bytes=tf.constant(photos))
+    expected = tf.nn.softmax(reference["torchvision_logits"]).numpy()
+    assert np.abs(served["probabilities"].numpy() - expected).max() < 0.02
+    assert served["classes"].numpy()[:, 0].tolist() == expected.argmax(axis=1).tolist()
+    # Exactly the model on the evaluation pipeline's torchvision crop (what evaluate runs).
+    model, spec, _ = run_dir.load_model(model_dir)
+    crops = np.stack([datasets.decode_for_eval(tf.constant(p), image_size=224, preprocessing="torchvision").numpy()
+                      for p in photos]).astype(np.float32)
+    logits = model(crops - np.asarray(spec["rgb_mean"], np.float32), training=False)
+    np.testing.assert_allclose(served["probabilities"].numpy(), tf.nn.softmax(logits).numpy(), atol=1e-6)

@@ -122,6 +122,28 @@ def test_init_from_an_npy_or_a_run_directory(weights_file, folder_227, tmp_path)
     assert not np.array_equal(second.get_layer("fc8").kernel.numpy(), first.get_layer("fc8").kernel.numpy())
 
 
+@pytest.mark.slow
+def test_init_from_torchvisions_pth_keeps_its_network_and_mean(folder_227, tmp_path):
+    from alexnet_tf.weights import torchvision
+
+    pth = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures",
+                       "tiny_torchvision_alexnet.pth")
+    model_dir = str(tmp_path / "from_pth")
+    training.train(training.TrainConfig(
+        model_dir=model_dir, init_from=pth, data_dir=folder_227, image_size=224, groups=1, lrn=False,
+        conv_filters=(8, 16, 16, 16, 16), fc_units=32, freeze_layers=("conv1",), batch_size=6, epochs=1,
+        steps_per_epoch=1, evaluate_at_end=False, export_at_end=False))
+    model, spec, _ = run_dir.load_model(model_dir)
+    assert spec["build_alexnet"]["adaptive_pool_size"] == 6
+    assert spec["build_alexnet"]["dropout_inputs_of"] == ["fc6", "fc7"]
+    assert spec["build_alexnet"]["conv1_padding"] == [2, 2]
+    assert spec["rgb_mean"] == pytest.approx(torchvision.TORCHVISION_RGB_MEAN)
+    assert spec["preprocessing"] == "paper"  # trained on the paper's crops from here on
+    source, _ = torchvision.import_torchvision_pth(pth)
+    np.testing.assert_array_equal(model.get_layer("conv1").kernel.numpy(), source.get_layer("conv1").kernel.numpy())
+    assert model.get_layer("fc8").kernel.shape == (32, 3)
+
+
 # ---------------------------------------------------------------------------------------
 # Resuming a run: what may change and what may not
 
