@@ -10,7 +10,9 @@ Weight sets:
   layout. No hash of that conversion is published, so nothing is downloaded: put the file at
   `$KERAS_HOME/models/bvlc_alexnet.npy` (the error says where), or pass its path. The model
   takes Caffe's input: BGR minus Caffe's mean pixel.
-- a path: a .pth or .npy of either layout, told apart by content.
+- a path: a .pth or .npy of either layout, told apart by content; or a run directory (trained
+  here or from `alexnet_tf.import_weights`): its latest checkpoint, for RGB minus the run's
+  mean, with the crop its `model_spec.json` records.
 - None: the paper's network (two towers, LRN), randomly initialised, for RGB minus the
   ImageNet mean (`pipelines.constants`).
 
@@ -69,7 +71,7 @@ def _cache_dir():
 def weights_file(weights):
     """The local file of a named weight set: fetched with its hash check (torchvision), or
     found in the Keras cache (bvlc_alexnet); a path is returned as is."""
-    if weights not in WEIGHT_SETS:
+    if not (isinstance(weights, str) and weights in WEIGHT_SETS):
         return weights
     weight_set = WEIGHT_SETS[weights]
     if weight_set.sha256:
@@ -88,20 +90,41 @@ def _format_of(path):
     return TORCHVISION if torchvision.is_pth(path) else BVLC_ALEXNET
 
 
+def _run_spec(weights):
+    """The model_spec.json of a run directory, or None for anything else."""
+    if isinstance(weights, (str, os.PathLike)) and os.path.isdir(weights):
+        from alexnet_tf.serving import run_dir
+
+        return run_dir.read_model_spec(os.fspath(weights))
+    return None
+
+
 def _preprocessing_of(weights):
     if weights is None:
         return conventions.PAPER
-    if weights in WEIGHT_SETS:
+    if isinstance(weights, str) and weights in WEIGHT_SETS:
         return WEIGHT_SETS[weights].preprocessing
+    spec = _run_spec(weights)
+    if spec is not None:
+        from alexnet_tf.serving import run_dir
+
+        return run_dir.preprocessing_of(spec)
     if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
         return WEIGHT_SETS[_format_of(weights)].preprocessing
     raise ValueError(
         "The `weights` argument should be either `None` (random initialization), 'bvlc_alexnet', "
-        f"'torchvision', or the path to the weights file to be loaded. Received: weights={weights!r}")
+        "'torchvision', or the path to the weights file to be loaded (or a run directory). Received: "
+        f"weights={weights!r}")
 
 
 def _read(path):
     """(weights {layer: (kernel, bias)} for the weight set's own input, build kwargs)."""
+    if os.path.isdir(path):
+        from alexnet_tf.serving import run_dir
+
+        model, spec, _ = run_dir.load_model(os.fspath(path))
+        return ({layer: (model.get_layer(layer).kernel.numpy(), model.get_layer(layer).bias.numpy())
+                 for layer in WEIGHTED_LAYERS}, run_dir.build_kwargs_of(spec))
     if _format_of(path) == TORCHVISION:
         return torchvision.weights_of_state_dict(torchvision.read_pth_state_dict(path), path=path)
     weights = caffe.read_npy_weights(path)
@@ -137,11 +160,12 @@ def AlexNet(  # noqa: N802 (the keras.applications naming)
 
     Args:
       weights: "torchvision" (default; fetched and hash-checked), "bvlc_alexnet" (from the
-        Keras cache), a path to either file, or None (the paper's network, random init).
+        Keras cache), a path to either file or to a run directory, or None (the paper's
+        network, random init).
       include_top: whether to include fc6, fc7 and fc8.
       input_shape: (S, S, 3). Defaults to the weights' own size (227 for bvlc_alexnet, 224
-        otherwise). With the top, bvlc_alexnet needs 227; torchvision's adaptive pool takes
-        any S >= 64, as in PyTorch.
+        for torchvision, a run's image size). With the top, the weights' size is required,
+        except where torchvision's adaptive pool takes any S >= 64, as in PyTorch.
       pooling: without the top, None (pool5's 4D output), "avg" or "max" (global pooling).
       classes: classes of fc8; with pretrained weights and the top, the weights' (1000).
       classifier_activation: applied to fc8's logits ("softmax" or None with pretrained
@@ -151,7 +175,7 @@ def AlexNet(  # noqa: N802 (the keras.applications naming)
     Returns:
       A `keras.Model` whose input is `preprocess_input(..., weights=weights)` of RGB images.
     """
-    preprocessing = _preprocessing_of(weights)
+    _preprocessing_of(weights)  # checks `weights` before anything is read or fetched
     if pooling not in _POOLINGS:
         raise ValueError(f"The `pooling` argument should be one of {_POOLINGS}. Received: pooling={pooling!r}")
     if weights is not None and include_top and classifier_activation not in (None, "softmax"):
@@ -169,7 +193,7 @@ def AlexNet(  # noqa: N802 (the keras.applications naming)
                 f"If using `weights={weights!r}` with `include_top=True`, `classes` should be "
                 f"{kwargs['num_classes']}. Received: classes={classes}")
         image_size = _image_size(input_shape, default=kwargs["image_size"], include_top=include_top,
-                                 fixed_with_top=preprocessing == conventions.CAFFE, weights=weights)
+                                 fixed_with_top=not kwargs.get("adaptive_pool_size"), weights=weights)
     model = build_alexnet(**dict(kwargs, image_size=image_size), name=name)
     if pretrained is not None:
         layers = WEIGHTED_LAYERS if include_top else WEIGHTED_LAYERS[:5]
@@ -190,12 +214,16 @@ def AlexNet(  # noqa: N802 (the keras.applications naming)
 def preprocess_input(x, weights=TORCHVISION, data_format=None):
     """RGB pixels in [0, 255] (channels last; numpy or a tensor) to what `AlexNet(weights=weights)`
     takes: torchvision: (x / 255 - mean) / std; bvlc_alexnet: BGR minus Caffe's mean pixel;
-    None: RGB minus the ImageNet mean. Returns float32 of the input's kind."""
+    None: RGB minus the ImageNet mean; a run directory: RGB minus its recorded mean. Returns
+    float32 of the input's kind."""
     if data_format not in (None, "channels_last"):
         raise ValueError(f"Only channels_last input is supported. Received: data_format={data_format!r}")
     preprocessing = _preprocessing_of(weights)
     is_numpy = not hasattr(x, "numpy") and not keras.ops.is_tensor(x)
     x = np.asarray(x, np.float32) if is_numpy else keras.ops.cast(x, "float32")
+    spec = _run_spec(weights)
+    if spec is not None:  # the run's model takes RGB minus its mean (any std folded into conv1)
+        return x - np.asarray(spec["rgb_mean"], np.float32)
     if preprocessing == conventions.TORCHVISION:
         mean, scale = np.asarray(torchvision.TORCHVISION_RGB_MEAN), 1.0 / (255.0 * np.asarray(torchvision.TORCHVISION_STD))
         return (x - mean.astype(np.float32)) * scale.astype(np.float32)
@@ -213,7 +241,10 @@ def load_image(path, weights=TORCHVISION, image_size=None):
     from pipelines import dataset as datasets
 
     preprocessing = _preprocessing_of(weights)
-    size = image_size or (caffe.CAFFE_IMAGE_SIZE if preprocessing == conventions.CAFFE else 224)
+    spec = _run_spec(weights)
+    default_size = spec["build_alexnet"]["image_size"] if spec else (
+        caffe.CAFFE_IMAGE_SIZE if preprocessing == conventions.CAFFE else 224)
+    size = image_size or default_size
     with open(path, "rb") as f:
         encoded = f.read()
     try:

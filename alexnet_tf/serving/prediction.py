@@ -7,7 +7,7 @@ import tempfile
 
 import tensorflow as tf
 
-from alexnet_tf.serving import run_dir, saved_model
+from alexnet_tf.serving import saved_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,10 +34,9 @@ def predict(config):
         raise ValueError("Pass exactly one of model_dir and saved_model.")
     with tempfile.TemporaryDirectory() as scratch:
         path = config.saved_model
-        if path is None:
-            model, spec, _ = run_dir.load_model(config.model_dir)
-            path = saved_model.export_model(model, export_dir=scratch, class_names=spec.get("class_names", ()),
-                                            statistics=run_dir.statistics_of(spec), version=1)
+        if path is None:  # the export command's own library call, into a scratch folder
+            path = saved_model.export_run(saved_model.ExportConfig(model_dir=config.model_dir, export_dir=scratch,
+                                                                   version=1)).path
         serve = tf.saved_model.load(path).signatures["serving_default"]
         return [_predict_file(serve, image) for image in config.images]
 

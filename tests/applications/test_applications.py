@@ -158,3 +158,19 @@ def test_decode_predictions_names_wnids_and_both_cranes():
     assert decoded[1][0][:2] == ("n03126707", "crane (machine)") and len(decoded[1]) == 3
     with pytest.raises(ValueError, match=r"expects a batch of predictions.*shape: \(10,\)"):
         applications.decode_predictions(np.zeros(10))
+
+
+def test_a_run_directory_is_a_weight_set_with_its_recorded_crop_and_mean(tmp_path, reference):
+    from alexnet_tf.weights import importing
+
+    run = str(tmp_path / "torchvision_run")
+    importing.import_weights(TINY_PTH, run)
+    model = applications.AlexNet(weights=run, classes=10, classifier_activation=None)
+    photo = os.path.join(FIXTURES, "photos", str(reference["photos"][0]))
+    crop = applications.load_image(photo, weights=run)
+    assert np.abs(crop - reference["torchvision_pixels"][0]).max() <= 1.0  # the run's "torchvision" crop
+    x = applications.preprocess_input(reference["torchvision_pixels"], weights=run)
+    np.testing.assert_allclose(x, reference["torchvision_pixels"] - np.asarray(torchvision.TORCHVISION_RGB_MEAN,
+                                                                                np.float32), rtol=1e-6)
+    expected = reference["torchvision_logits"]
+    np.testing.assert_allclose(model(x, training=False).numpy(), expected, rtol=0, atol=1e-4 * np.abs(expected).max())

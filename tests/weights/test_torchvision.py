@@ -179,6 +179,10 @@ def test_import_weights_tells_the_format_by_content_and_writes_a_run(tmp_path, r
                 f"--output_json={tmp_path / 'eval.json'}")
     results = json.loads((tmp_path / "eval.json").read_text())
     assert results["num_examples"] == 3 and results["top1_error"] == 0.0
+    # alexnet_tf.predict: the same crop, the same top-1.
+    photo = os.path.join(FIXTURES, "photos", str(reference["photos"][0]))
+    lines = run_command("alexnet_tf.predict", f"--model_dir={model_dir}", photo).stdout.strip().splitlines()
+    assert lines[0] == photo and lines[1].split()[2] == str(reference["torchvision_logits"][0].argmax())
     # A refused file leaves no run directory behind.
     bad = replace_member(TINY_PTH, tmp_path / "hostile.pth", "data.pkl", pickle.dumps(_RunsACommand(tmp_path / "x")))
     result = run_command("alexnet_tf.import_weights", f"--weights={bad}", f"--model_dir={tmp_path / 'bad_run'}",
