@@ -61,6 +61,9 @@ _EPOCHS = flags.DEFINE_integer("epochs", 90, "Maximum epochs.", lower_bound=1)
 _STEPS_PER_EPOCH = flags.DEFINE_integer("steps_per_epoch", 0, "0: training examples // batch.", lower_bound=0)
 _EVAL_STEPS = flags.DEFINE_integer("eval_steps", 0, "0: the whole validation split.", lower_bound=0)
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.01, "Starting learning rate.", lower_bound=0.0)
+_WARMUP_EPOCHS = flags.DEFINE_float(
+    "warmup_epochs", 0.0, "Epochs over which the learning rate rises linearly from 0 to --learning_rate "
+    "(large batches; Goyal et al. 2017). 0: none, as in the paper.", lower_bound=0.0)
 _MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0.0, upper_bound=1.0)
 _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 5e-4, "The paper's weight decay (L2 through momentum).", lower_bound=0.0)
 _PLATEAU_FACTOR = flags.DEFINE_float("plateau_factor", 0.1, "Learning-rate multiplier on a plateau.", lower_bound=0.0, upper_bound=1.0)

@@ -10,6 +10,7 @@ AlexNet has 61 M parameters, so every extra elementwise pass over them costs a f
 write of 244 MB per step.
 """
 
+import contextlib
 import functools
 
 import tensorflow as tf
@@ -82,6 +83,22 @@ class MomentumSGD(keras.optimizers.SGD):
     def __init__(self, *args, fold_weight_decay=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.fold_weight_decay = bool(fold_weight_decay)
+        self._caller_reduced_gradients = False
+
+    @contextlib.contextmanager
+    def gradients_reduced_by_caller(self):
+        """While open (at trace time), `apply` takes gradients already summed across
+        replicas and does not all-reduce them again."""
+        self._caller_reduced_gradients = True
+        try:
+            yield
+        finally:
+            self._caller_reduced_gradients = False
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        if self._caller_reduced_gradients:
+            return list(grads_and_vars)
+        return super()._all_reduce_sum_gradients(grads_and_vars)
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
@@ -113,6 +130,44 @@ class MomentumSGD(keras.optimizers.SGD):
         config = super().get_config()
         config["fold_weight_decay"] = self.fold_weight_decay
         return config
+
+
+def all_reduce_sum(gradients):
+    """The gradients summed over the replicas of the current replica context (themselves
+    outside any strategy); None entries stay None."""
+    context = tf.distribute.get_replica_context()
+    present = [g for g in gradients if g is not None]
+    if context is None or not present:
+        return list(gradients)
+    reduced = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, present))
+    return [None if g is None else next(reduced) for g in gradients]
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class AllReduceLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """Keras' dynamic loss scaling (float16), with one decision for all replicas.
+
+    Keras' `LossScaleOptimizer` decides "gradients finite" before the gradients are summed
+    across replicas, from one replica's own gradients (with merge_call, the first replica's;
+    without, each its own): an overflow on another replica reaches the shared weights through
+    the sum, and under XLA the replicas can take different branches around the inner
+    optimizer's collective. This one sums the scaled gradients over the replicas first (the
+    one all-reduce of the step), decides from the sum, which is the same tensor on every
+    replica (an Inf or NaN anywhere makes it non-finite everywhere), and has the inner
+    `MomentumSGD` apply the summed gradients without reducing them again. So every replica
+    skips or applies together: a skipped step changes no weight and halves the scale; 2000
+    finite steps in a row double it (Keras' rule). Same variables as Keras' class.
+    """
+
+    def __init__(self, inner_optimizer, **kwargs):
+        if not isinstance(inner_optimizer, MomentumSGD):
+            raise TypeError(f"Expected a MomentumSGD to wrap. Received: {type(inner_optimizer).__name__}")
+        super().__init__(inner_optimizer, **kwargs)
+
+    def apply(self, grads, trainable_variables=None):
+        reduced = all_reduce_sum(list(grads))
+        with self.inner_optimizer.gradients_reduced_by_caller():
+            return super().apply(reduced, trainable_variables)
 
 
 def _weight_decay(variable):

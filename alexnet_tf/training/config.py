@@ -31,6 +31,9 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0: training examples // batch_size
     eval_steps: int = 0  # 0: the whole validation split
     learning_rate: float = 0.01
+    # Epochs over which the rate rises linearly from 0 to learning_rate, step by step
+    # (large-batch training's warm-up, Goyal et al. 2017); 0: none, as in the paper.
+    warmup_epochs: float = 0.0
     momentum: float = 0.9
     weight_decay: float = 5e-4
     dropout: float = 0.5

@@ -32,7 +32,7 @@ import keras
 
 from alexnet_tf.model.alexnet import build_alexnet
 from alexnet_tf.model.metrics import errors_of
-from alexnet_tf.model.optimizer import MomentumSGD, folds_every_loss
+from alexnet_tf.model.optimizer import AllReduceLossScaleOptimizer, MomentumSGD, folds_every_loss
 from alexnet_tf.serving import run_dir
 from alexnet_tf.training import strategies, summaries
 from alexnet_tf.training.config import NonFiniteLossError, TrainConfig, TrainingError, TrainResult
@@ -108,13 +108,20 @@ def build_training_objects(config, strategy, start):
         optimizer = MomentumSGD(learning_rate=config.learning_rate, momentum=config.momentum,
                                 fold_weight_decay=folds_every_loss(model))
         if config.mixed_precision == "float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            # Keras' loss scaling, deciding from the all-reduced gradients (optimizer.py).
+            optimizer = AllReduceLossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
         plateau = PlateauSchedule(
             config.learning_rate, factor=config.plateau_factor, patience=config.plateau_patience,
             min_delta=config.plateau_min_delta, cooldown=config.plateau_cooldown,
             max_reductions=config.max_lr_reductions)
     return model, optimizer, plateau
+
+
+def warmup_factor(step, warmup_steps):
+    """The warm-up's share of the rate for the step after `step` steps: (step + 1) /
+    warmup_steps, up to 1 (1 without a warm-up)."""
+    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
 
 
 def _set_learning_rate(optimizer, value):
@@ -262,8 +269,12 @@ def _train_epoch(config, state, train_steps, iterator, optimizer, writers, steps
     totals = np.zeros(4)
     window_start, window_images = time.perf_counter(), 0
     last_backup = int(state.step.numpy())
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     while done_in_epoch < steps_per_epoch:
         count = min(config.steps_per_execution, steps_per_epoch - done_in_epoch)
+        if int(state.step.numpy()) <= warmup_steps:  # a function of the step: a resume continues the ramp
+            factor = warmup_factor(int(state.step.numpy()), warmup_steps)
+            _set_learning_rate(optimizer, factor * float(state.plateau.learning_rate.numpy()))
         sums = train_steps(iterator, tf.constant(count)).numpy()
         if not math.isfinite(sums[0]):
             raise NonFiniteLossError(

@@ -32,6 +32,7 @@ class TrainingState:
     def __init__(self, *, model, optimizer, iterator, plateau, write_dir, model_dir, keep):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.plateau = plateau
         # A tf.data service stream lives on the service: its position cannot be saved.
         parts = dict(iterator=iterator) if iterator is not None else {}
         self.checkpoint = tf.train.Checkpoint(

@@ -301,3 +301,18 @@ def test_one_trainer_per_run_directory(tmp_path, tiny_dataset):
     result = training.train(_config(tmp_path, tiny_dataset, export_at_end=False))  # the lock died with it
     assert result.steps_done == 2
     assert f"pid {os.getpid()}," in (run / ".train.lock").read_text()
+
+
+def test_warmup_ramps_the_rate_per_step_and_resumes_on_the_ramp(tmp_path, caplog):
+    # 1.5 epochs of 4 steps: 6 warm-up steps at 1/6, 2/6, ... of the rate, then the rate.
+    from alexnet_tf.training.loop import warmup_factor
+
+    assert [warmup_factor(s, 6) for s in (0, 5, 6, 100)] == [1 / 6, 1.0, 1.0, 1.0] and warmup_factor(0, 0) == 1.0
+    common = dict(model_dir=str(tmp_path / "run"), synthetic=True, num_classes=5,
+                  **{**TINY, "batch_size": 2, "learning_rate": 0.006}, warmup_epochs=1.5, steps_per_epoch=4,
+                  export_at_end=False)
+    caplog.set_level("INFO", logger="alexnet_tf")
+    training.train(training.TrainConfig(epochs=1, **common))
+    training.train(training.TrainConfig(epochs=2, **common))  # resumes at step 4, on the ramp
+    rates = [float(m.group(1)) for m in re.finditer(r"lr ([0-9.e-]+), [0-9.]+ images/s", caplog.text)]
+    assert rates == pytest.approx([0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.006, 0.006])
