@@ -1,20 +1,32 @@
-"""Shared test set-up: quiet TensorFlow, and two logical CPUs for the distribution tests."""
+"""Shared test set-up: quiet TensorFlow, GPUs hidden unless `-m gpu` asks for them, and
+two logical CPUs for the distribution tests."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402  (after the environment above)
 
-# Split the CPU into two logical devices before any test touches TensorFlow, so the tests
-# can run MirroredStrategy over two replicas on this machine, as TensorFlow's own do.
-_cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
-)
+
+def _selects_gpu_tests(config):
+    expression = config.getoption("markexpr") or ""
+    return "gpu" in expression and "not gpu" not in expression
 
 
-import pytest  # noqa: E402
+def pytest_configure(config):
+    # Before any test touches TensorFlow's devices. The default run is the same with or
+    # without a GPU: GPUs are hidden here and from the commands the tests start (a visible
+    # GPU would pick other kernels and make `mirrored` mean the GPU, not two CPUs).
+    # `pytest -m gpu` keeps them: tests/gpu compares them with the CPU.
+    if not _selects_gpu_tests(config):
+        tf.config.set_visible_devices([], "GPU")
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    # Two logical CPU devices, so the tests can run MirroredStrategy over two replicas on
+    # this machine, as TensorFlow's own do.
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 
 @pytest.fixture(scope="session")

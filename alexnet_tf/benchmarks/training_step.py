@@ -12,10 +12,10 @@ kernels, as a baseline in the same process: TensorFlow's LRN and LRNGrad, two-to
 convolutions, Keras' L2 regularizer and SGD.
 """
 
-import time
-
 from absl import app
 from absl import flags
+
+from alexnet_tf.benchmarks.timing import make_matmul, seconds_per_call
 
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per training step.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input side.")
@@ -39,17 +39,6 @@ _MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 4096, "Side of the reference 
 _ROUNDS = flags.DEFINE_integer(
     "rounds", 3, "Rounds; each times the matmul, then the step(s). The best round of each "
     "counts: on a shared machine the slow rounds measure the neighbours, not the code.")
-
-
-def make_matmul(size):
-    """(() -> None, FLOPs per call): one [size, size] float32 matmul, the machine's reachable
-    compute rate."""
-    import tensorflow as tf
-
-    a = tf.random.normal([size, size])
-    b = tf.random.normal([size, size])
-    matmul = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
-    return lambda: matmul(a, b).numpy(), 2 * size**3
 
 
 def make_train_step(model, optimizer, *, batch_size, image_size, jit_compile):
@@ -76,14 +65,6 @@ def make_train_step(model, optimizer, *, batch_size, image_size, jit_compile):
         return loss
 
     return lambda: train_step(images, labels).numpy()
-
-
-def seconds_per_call(fn, calls):
-    """Mean seconds of `calls` calls of fn."""
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
 
 
 def _build_stock(build_kwargs):

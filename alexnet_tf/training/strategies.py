@@ -57,9 +57,10 @@ def create_strategy(name="auto", *, num_virtual_cpus=0, tpu_address=""):
     if name not in STRATEGIES:
         raise ValueError(f"Expected strategy to be one of {STRATEGIES}. Received: {name!r}")
     split_cpu(num_virtual_cpus)
-    # Physical, not logical, devices: listing logical ones starts the runtime, after which
-    # MultiWorkerMirroredStrategy can no longer configure its collectives.
-    gpus = tf.config.list_physical_devices("GPU")
+    # Visible physical, not logical, devices: listing logical ones starts the runtime, after
+    # which MultiWorkerMirroredStrategy can no longer configure its collectives. (Visible:
+    # `tf.config.set_visible_devices([], "GPU")` hides a GPU, as tests/conftest.py does.)
+    gpus = tf.config.get_visible_devices("GPU")
     if name == "auto":
         if cluster_workers() > 1:
             name = "multi_worker"
