@@ -64,6 +64,10 @@ _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.01, "Starting learning ra
 _WARMUP_EPOCHS = flags.DEFINE_float(
     "warmup_epochs", 0.0, "Epochs over which the learning rate rises linearly from 0 to --learning_rate "
     "(large batches; Goyal et al. 2017). 0: none, as in the paper.", lower_bound=0.0)
+_MAX_BAD_FRACTION = flags.DEFINE_float(
+    "max_bad_fraction", 0.001, "Undecodable images allowed in shards not written by pipelines.convert "
+    "(skipped and logged with their shard), as a fraction of the records; more stops the run.",
+    lower_bound=0.0, upper_bound=1.0)
 _MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0.0, upper_bound=1.0)
 _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 5e-4, "The paper's weight decay (L2 through momentum).", lower_bound=0.0)
 _PLATEAU_FACTOR = flags.DEFINE_float("plateau_factor", 0.1, "Learning-rate multiplier on a plateau.", lower_bound=0.0, upper_bound=1.0)

@@ -19,7 +19,7 @@ import random
 
 import tensorflow as tf
 
-from pipelines import augment, constants, schema
+from pipelines import audit, augment, constants, schema
 from pipelines import preprocessing as conventions
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -154,7 +154,7 @@ def make_eval_normalizer(statistics):
 # Sources
 
 
-def _list_files(file_pattern):
+def list_files(file_pattern):
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
     files = sorted({path for pattern in patterns for path in tf.io.gfile.glob(pattern)})
     if not files:
@@ -176,15 +176,44 @@ def _shard_files(files, input_context):
     return files[input_context.input_pipeline_id::count]
 
 
-def tfrecord_records(file_pattern, *, training, seed, input_context=None):
-    """(encoded image, int64 label) pairs from TFRecord shards, sharded by file per worker."""
-    files = _shard_files(_list_files(file_pattern), input_context)
+def _indexed_records(skip):
+    """path -> (record index, record) of that shard, without the records `skip` ({path:
+    record indices}, from `pipelines.audit`) names."""
+    table = None
+    if skip:
+        keys = [f"{path}#{index}" for path, indices in sorted(skip.items()) for index in sorted(indices)]
+        table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, [True] * len(keys)), False)
+
+    def records(path):
+        indexed = tf.data.TFRecordDataset(path, buffer_size=_RECORD_BUFFER_BYTES).enumerate()
+        if table is None:
+            return indexed
+        return indexed.filter(lambda index, _: tf.logical_not(table.lookup(
+            tf.strings.join([path, "#", tf.strings.as_string(index)]))))
+
+    return records
+
+
+def _skipping(skip):
+    """path -> that shard's records without the ones `skip` names."""
+    indexed = _indexed_records(skip)
+    if not skip:
+        return lambda path: tf.data.TFRecordDataset(path, buffer_size=_RECORD_BUFFER_BYTES)
+    return lambda path: indexed(path).map(lambda _, record: record)
+
+
+def tfrecord_records(file_pattern, *, training, seed, input_context=None,
+                     max_bad_fraction=audit.DEFAULT_MAX_BAD_FRACTION):
+    """(encoded image, int64 label) pairs from TFRecord shards, sharded by file per worker,
+    without the records `pipelines.audit` found undecodable (ShardError for shards it refuses)."""
+    files = _shard_files(list_files(file_pattern), input_context)
+    records_of = _skipping(audit.audit_files(files, max_bad_fraction=max_bad_fraction))
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if training:
         # A new file order every epoch (the caller repeats the whole stream).
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.interleave(
-        lambda path: tf.data.TFRecordDataset(path, buffer_size=_RECORD_BUFFER_BYTES),
+        records_of,
         cycle_length=min(len(files), _MAX_INTERLEAVE),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
@@ -239,6 +268,7 @@ def build_dataset(
     data_service=None,
     data_service_job="alexnet_train",
     preprocessing=conventions.PAPER,
+    max_bad_fraction=audit.DEFAULT_MAX_BAD_FRACTION,
 ):
     """Batches of `(images float32 [B, S, S, 3], labels int32 [B])`, mean subtracted.
 
@@ -267,6 +297,12 @@ def build_dataset(
         stream (so several training workers split it).
       preprocessing: the evaluation crop (single-crop only): "paper", or the "caffe" or
         "torchvision" geometry that imported weights were measured with.
+      max_bad_fraction: of the records, how many undecodable images `pipelines.audit` may
+        find in shards not written by pipelines.convert (they are skipped) before it refuses.
+
+    Raises:
+      pipelines.audit.ShardError: a record that cannot be parsed, or too many undecodable
+        images (the shard, record and reason named).
 
     Returns:
       A `tf.data.Dataset`.
@@ -292,7 +328,8 @@ def build_dataset(
         statistics = statistics or DatasetStatistics()
     else:
         records, parse = tfrecord_records(
-            file_pattern, training=training, seed=seed, input_context=input_context)
+            file_pattern, training=training, seed=seed, input_context=input_context,
+            max_bad_fraction=max_bad_fraction)
         if statistics is None:
             first = file_pattern if isinstance(file_pattern, str) else list(file_pattern)[0]
             statistics = load_statistics(os.path.dirname(first))
@@ -311,9 +348,9 @@ def build_dataset(
             crop_seed = tf.stack([tf.cast(seed, tf.int64), index])
             return index, decode_for_train(encoded, crop_seed, image_size=image_size), label_of(label)
 
+        # No ignore_errors: the audit removed what does not parse or decode, so an error
+        # here fails the run instead of silently thinning (or, for a bad shard, starving) it.
         dataset = dataset.map(train_example, num_parallel_calls=AUTOTUNE, deterministic=True)
-        # An undecodable image in a foreign shard is skipped with a logged warning.
-        dataset = dataset.ignore_errors(log_warning=True)
         dataset = dataset.batch(batch_size, drop_remainder=True)
         normalize_images = make_train_normalizer(statistics, lighting_stddev=lighting_stddev)
 
@@ -346,7 +383,7 @@ def build_dataset(
 
 
 def build_indexed_dataset(file_pattern, *, batch_size, image_size=224, statistics=None,
-                          preprocessing=conventions.PAPER):
+                          preprocessing=conventions.PAPER, max_bad_fraction=audit.DEFAULT_MAX_BAD_FRACTION):
     """Every example once, in file order, centre-cropped as for evaluation, with its origin.
 
     For tools that must find an example again (nearest neighbours): the shards are read one
@@ -356,13 +393,16 @@ def build_indexed_dataset(file_pattern, *, batch_size, image_size=224, statistic
       (files, dataset): the sorted shard paths, and batches of `(images float32 [B, S, S, 3],
       labels int32 [B], file_indices int64 [B], record_indices int64 [B], filenames [B])`.
     """
-    files = _list_files(file_pattern)
+    files = list_files(file_pattern)
+    skip = audit.audit_files(files, max_bad_fraction=max_bad_fraction)
     statistics = statistics or load_statistics(os.path.dirname(files[0]))
     spec = {key: schema.feature_spec()[key] for key in (schema.IMAGE_ENCODED, schema.CLASS_LABEL, schema.IMAGE_FILENAME)}
 
+    indexed = _indexed_records(skip)
+
     def records_of(file_index, path):
-        return tf.data.TFRecordDataset(path, buffer_size=_RECORD_BUFFER_BYTES).enumerate().map(
-            lambda record_index, record: (file_index, record_index, record))
+        # Without the audit's undecodable records; the others keep their index.
+        return indexed(path).map(lambda record_index, record: (file_index, record_index, record))
 
     def example(file_index, record_index, record):
         features = tf.io.parse_single_example(record, spec)

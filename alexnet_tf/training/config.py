@@ -34,6 +34,9 @@ class TrainConfig:
     # Epochs over which the rate rises linearly from 0 to learning_rate, step by step
     # (large-batch training's warm-up, Goyal et al. 2017); 0: none, as in the paper.
     warmup_epochs: float = 0.0
+    # Undecodable images that shards not written by pipelines.convert may hold (skipped and
+    # logged by pipelines.audit) before the run is refused, as a fraction of the records.
+    max_bad_fraction: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 5e-4
     dropout: float = 0.5

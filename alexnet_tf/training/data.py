@@ -43,6 +43,20 @@ class TrainingData:
         return self.make_eval(input_context, statistics or self.statistics)
 
 
+def _audit(train_pattern, eval_pattern, max_bad_fraction):
+    """Audits the shards before anything is built (`pipelines.audit`): a shard that does not
+    parse, or too many undecodable images, stops the run here, naming them."""
+    from pipelines import audit
+    from pipelines import dataset as datasets
+
+    for pattern in (train_pattern, eval_pattern):
+        if pattern:
+            try:
+                audit.audit_files(datasets.list_files(pattern), max_bad_fraction=max_bad_fraction)
+            except (audit.ShardError, ValueError) as error:
+                raise TrainingError(str(error)) from None
+
+
 def resolve_data(config):
     """The `TrainingData` of `config`'s source."""
     from pipelines import dataset as datasets
@@ -89,7 +103,8 @@ def resolve_data(config):
         if eval_pattern and not tf.io.gfile.glob(eval_pattern):
             logger.warning("No validation shards match %s: training without evaluation.", eval_pattern)
             eval_pattern = None
-        source = {}
+        _audit(train_pattern, eval_pattern, config.max_bad_fraction)
+        source = dict(max_bad_fraction=config.max_bad_fraction)
     steps = config.steps_per_epoch or (train_examples or 0) // config.batch_size
     if steps < 1:
         raise TrainingError(

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipelines import DatasetStatistics, build_dataset, schema, tfrecord
+from pipelines import DatasetStatistics, audit, build_dataset, schema, tfrecord
 
 ZERO_STATS = DatasetStatistics(rgb_mean=(0.0, 0.0, 0.0))
 
@@ -123,24 +123,54 @@ def test_label_offset_for_tensorflow_imagenet_records(tmp_path):
     np.testing.assert_array_equal(labels, [1, 1000])
 
 
-def test_non_jpeg_and_corrupt_bytes_in_a_foreign_shard(tmp_path):
+def test_non_jpeg_and_corrupt_bytes_in_a_foreign_shard(tmp_path, caplog):
+    # A shard pipelines.convert did not write is audited: the PNG decodes (the general
+    # decoder), the corrupt image is logged with its shard and skipped by both pipelines.
     pixels = np.full((40, 50, 3), 100, np.uint8)
     png = io.BytesIO()
     Image.fromarray(pixels).save(png, format="PNG")
-    _write_records(tmp_path / "train-00000-of-00001",
-                   [(pixels, 0), (png.getvalue(), 1), (b"\xff\xd8 not really a jpeg", 2)])
+    shard = tmp_path / "train-00000-of-00001"
+    _write_records(shard, [(pixels, 0), (png.getvalue(), 1), (b"\xff\xd8 not really a jpeg", 2)])
     pattern = str(tmp_path / "train-*")
-    # Evaluation: the PNG falls back to the general decoder.
-    evaluation = build_dataset(str(tmp_path / "train-0000[0]-*"), training=False, batch_size=3,
-                               image_size=64, statistics=ZERO_STATS)
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        list(evaluation.as_numpy_iterator())  # the corrupt one is an error in evaluation
-    # Training: JPEG and PNG both decode; the corrupt record is skipped with a warning.
-    training = build_dataset(pattern, training=True, batch_size=4, image_size=64, seed=0,
-                             statistics=ZERO_STATS, lighting_stddev=0.0, shuffle_buffer=1)
+    caplog.set_level("WARNING", logger="pipelines.audit")
+    evaluation = build_dataset(pattern, training=False, batch_size=3, image_size=64, statistics=ZERO_STATS,
+                               max_bad_fraction=0.5)
+    labels = np.concatenate([y for _, y in evaluation.as_numpy_iterator()])
+    assert labels.tolist() == [0, 1]
+    assert f"Skipping an undecodable image: {shard} record 2 (f): Unknown image file format" in caplog.text
+    training = build_dataset(pattern, training=True, batch_size=4, image_size=64, seed=0, statistics=ZERO_STATS,
+                             lighting_stddev=0.0, shuffle_buffer=1, max_bad_fraction=0.5)
     images, labels = next(iter(training))
     assert set(labels.numpy()) == {0, 1}
     np.testing.assert_allclose(images.numpy(), 100.0, atol=2.0)
+    # The verdict is cached beside the shard, keyed by its size and time.
+    assert (tmp_path / ".audit" / f"{shard.name}.json").exists()
+    # Over the budget (the converter's 0.1% by default): refused, with the count.
+    with pytest.raises(audit.ShardError, match=r"1 of 3 images in the shards cannot be decoded \(33.33%; the budget is 0.10%\)"):
+        build_dataset(pattern, training=True, batch_size=4, image_size=64, seed=0, statistics=ZERO_STATS)
+
+
+def test_a_shard_that_does_not_parse_stops_the_run_at_once_naming_it(tmp_path):
+    # Foreign keys (a label stored as bytes): every record fails to parse. Before the audit,
+    # training skipped them all after repeat() and waited forever for a batch.
+    shard = tmp_path / "train-00000-of-00001"
+    with tfrecord.TFRecordWriter(str(shard)) as writer:
+        for _ in range(3):
+            writer.write(tfrecord.serialize_example({schema.IMAGE_ENCODED: b"x", schema.CLASS_LABEL: b"cat"}))
+    for training in (True, False):
+        with pytest.raises(audit.ShardError, match=rf"{shard}: record 0 cannot be parsed with the dataset schema "
+                                                   r"\(.*image/class/label.*\)"):
+            build_dataset(str(tmp_path / "train-*"), training=training, batch_size=2, image_size=64, seed=0,
+                          statistics=ZERO_STATS)
+
+
+def test_shards_of_the_converter_are_trusted_without_reading(shards):
+    import glob
+    import os
+
+    files = sorted(glob.glob(_pattern(shards)))
+    assert all(audit.audit_shard(path).trusted for path in files)
+    assert audit.audit_files(files) == {} and not os.path.exists(os.path.join(shards, audit.AUDIT_DIR))
 
 
 def test_per_replica_batches_under_mirrored_strategy(shards):

@@ -316,3 +316,20 @@ def test_warmup_ramps_the_rate_per_step_and_resumes_on_the_ramp(tmp_path, caplog
     training.train(training.TrainConfig(epochs=2, **common))  # resumes at step 4, on the ramp
     rates = [float(m.group(1)) for m in re.finditer(r"lr ([0-9.e-]+), [0-9.]+ images/s", caplog.text)]
     assert rates == pytest.approx([0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.006, 0.006])
+
+
+def test_a_foreign_shard_stops_training_at_once_naming_it(tmp_path):
+    # Every record fails to parse (a label stored as bytes): the run stops before training,
+    # naming the shard, the record and the reason, instead of waiting forever for a batch.
+    from pipelines import schema, tfrecord
+
+    shard = tmp_path / "data" / "train-00000-of-00001"
+    shard.parent.mkdir()
+    with tfrecord.TFRecordWriter(str(shard)) as writer:
+        for _ in range(4):
+            writer.write(tfrecord.serialize_example({schema.IMAGE_ENCODED: b"x", schema.CLASS_LABEL: b"cat"}))
+    result = _cli(*TINY_FLAGS, f"--train_files={shard}", "--num_classes=2", "--steps_per_epoch=1",
+                  f"--model_dir={tmp_path / 'run'}", check=False)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"{shard}: record 0 cannot be parsed with the dataset schema" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
