@@ -57,7 +57,7 @@ def _is_converter_shard(path):
     try:
         with open(manifest, encoding="utf-8") as f:
             written = json.load(f)
-        return written.get("bytes") == os.path.getsize(path), int(written.get("count", 0))
+        return written.get("bytes") == os.path.getsize(path), int(written.get("num_examples", 0))
     except (OSError, ValueError, TypeError):
         return False, 0
 

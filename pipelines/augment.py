@@ -182,3 +182,15 @@ def pca_lighting(image, *, eigval, eigvec, stddev=PCA_LIGHTING_STDDEV, seed=None
         tf.concat([batch_shape, [3]], 0), seed=_seed_or_random(seed), stddev=stddev)
     offset = lighting_offset(alpha, eigval=eigval, eigvec=eigvec)
     return tf.cast(image, tf.float32) + offset[..., tf.newaxis, tf.newaxis, :]
+
+
+def flip_light_centre(images, *, seeds, rgb_mean, eigval, eigvec, stddev=PCA_LIGHTING_STDDEV):
+    """The training augmentation after the crop, for a uint8 batch [B, S, S, 3]: each image
+    mirrored with probability 1/2 (`random_flip`, seed `seeds[0]`), cast to float32, minus
+    `rgb_mean`, plus its own lighting offset (`pca_lighting`, seed `seeds[1]`). One pass,
+    fused by XLA where it is compiled: the input pipeline's float32 batches and the training
+    step's on-device augmentation both run this."""
+    flipped = random_flip(images, seed=seeds[0])
+    centred = tf.cast(flipped, tf.float32) - tf.cast(rgb_mean, tf.float32)
+    return pca_lighting(centred, eigval=tf.cast(eigval, tf.float32), eigvec=tf.cast(eigvec, tf.float32),
+                        stddev=stddev, seed=seeds[1])

@@ -132,9 +132,8 @@ def make_train_normalizer(statistics, *, lighting_stddev):
     def normalize(images, seeds):
         # `augment`'s own flip and lighting on the whole batch; XLA fuses them with the cast
         # and the mean into one pass.
-        flipped = augment.random_flip(images, seed=seeds[0])
-        return augment.pca_lighting(tf.cast(flipped, tf.float32) - mean, eigval=eigval, eigvec=eigvec,
-                                    stddev=lighting_stddev, seed=seeds[1])
+        return augment.flip_light_centre(images, seeds=seeds, rgb_mean=mean, eigval=eigval, eigvec=eigvec,
+                                         stddev=lighting_stddev)
 
     return normalize
 
@@ -269,8 +268,10 @@ def build_dataset(
     data_service_job="alexnet_train",
     preprocessing=conventions.PAPER,
     max_bad_fraction=audit.DEFAULT_MAX_BAD_FRACTION,
+    output_dtype=tf.float32,
 ):
-    """Batches of `(images float32 [B, S, S, 3], labels int32 [B])`, mean subtracted.
+    """Batches of `(images float32 [B, S, S, 3], labels int32 [B])`, mean subtracted; or,
+    with `output_dtype=tf.uint8`, the uint8 crops before flip, lighting and mean.
 
     Args:
       file_pattern: glob(s) of TFRecord shards; or, with `tfds_name`, the TFDS data_dir.
@@ -299,6 +300,11 @@ def build_dataset(
         "torchvision" geometry that imported weights were measured with.
       max_bad_fraction: of the records, how many undecodable images `pipelines.audit` may
         find in shards not written by pipelines.convert (they are skipped) before it refuses.
+      output_dtype: tf.float32 (batches ready to use), or tf.uint8: training yields the
+        random crops, not yet flipped, lit or centred, and evaluation its crops without the
+        mean, for a consumer that does the rest on its accelerator (a quarter of the bytes
+        to move, and no float work on the host). The augmentation's seeds are then the
+        consumer's (`augment.random_flip` and `augment.pca_lighting` take them).
 
     Raises:
       pipelines.audit.ShardError: a record that cannot be parsed, or too many undecodable
@@ -316,6 +322,9 @@ def build_dataset(
                          "ten-crop batches use the paper's.")
     if batch_size < 1:
         raise ValueError(f"Expected batch_size >= 1. Received: {batch_size}")
+    output_dtype = tf.as_dtype(output_dtype)
+    if output_dtype not in (tf.float32, tf.uint8):
+        raise ValueError(f"Expected output_dtype tf.float32 or tf.uint8. Received: {output_dtype.name}")
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     if input_context is not None:
@@ -372,7 +381,11 @@ def build_dataset(
         dataset = dataset.batch(batch_size, drop_remainder=False)
         normalize_images = make_eval_normalizer(statistics)
         normalize = lambda images, labels: (normalize_images(images), labels)  # noqa: E731
-    dataset = dataset.map(normalize, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if output_dtype == tf.float32:
+        dataset = dataset.map(normalize, num_parallel_calls=AUTOTUNE, deterministic=True)
+    elif training:  # uint8: the crops as decoded, without their stream positions
+        dataset = dataset.map(lambda indices, images, labels: (images, labels), num_parallel_calls=AUTOTUNE,
+                              deterministic=True)
     if training and data_service:
         dataset = dataset.apply(tf.data.experimental.service.distribute(
             processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,

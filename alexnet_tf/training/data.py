@@ -67,10 +67,10 @@ def resolve_data(config):
         steps = config.steps_per_epoch or 100
 
         def synthetic(input_context, statistics):
-            del statistics  # already centred
+            del statistics  # uint8 crops, as the shards give them
             batch = input_context.get_per_replica_batch_size(config.batch_size) if input_context else config.batch_size
-            images = tf.random.stateless_uniform([batch, config.image_size, config.image_size, 3],
-                                                 seed=(config.seed, 0), minval=-128.0, maxval=128.0)
+            images = tf.cast(tf.random.stateless_uniform([batch, config.image_size, config.image_size, 3],
+                                                         seed=(config.seed, 0), maxval=256, dtype=tf.int32), tf.uint8)
             labels = tf.random.stateless_uniform([batch], seed=(config.seed, 1), maxval=num_classes,
                                                  dtype=tf.int32)
             return tf.data.Dataset.from_tensors((images, labels)).repeat()
@@ -115,12 +115,13 @@ def resolve_data(config):
         return datasets.build_dataset(
             train_pattern, training=True, batch_size=config.batch_size, image_size=config.image_size,
             seed=config.seed, statistics=statistics, input_context=input_context,
-            shuffle_buffer=config.shuffle_buffer, data_service=config.tf_data_service, **source)
+            shuffle_buffer=config.shuffle_buffer, data_service=config.tf_data_service,
+            output_dtype=tf.uint8, **source)  # flip, lighting and mean on the device (training.steps)
 
     def make_eval(input_context, statistics):
         return datasets.build_dataset(
             eval_pattern, training=False, batch_size=config.batch_size, image_size=config.image_size,
-            statistics=statistics, input_context=input_context, **source)
+            statistics=statistics, input_context=input_context, output_dtype=tf.uint8, **source)
 
     return TrainingData(make_train, make_eval if eval_pattern else None, num_classes, steps, eval_examples,
                         statistics, statistics.class_names)

@@ -215,7 +215,8 @@ def _train_from(config, strategy, start, on_epoch_end):
     if finished is not None:
         return TrainResult(epoch, step, bool(plateau.stopped.numpy()), False, finished)
     _set_learning_rate(optimizer, float(plateau.learning_rate.numpy()))
-    train_steps, eval_step = make_steps(model=model, optimizer=optimizer, strategy=strategy, config=config)
+    train_steps, eval_step = make_steps(model=model, optimizer=optimizer, strategy=strategy, config=config,
+                                        statistics=start.statistics)
     writers = summaries.create_writers(write_dir) if chief else None
     eval_dataset = strategy.distribute_datasets_from_function(
         lambda context: data.eval_dataset(context, start.statistics)) if data.has_eval else None
@@ -275,7 +276,7 @@ def _train_epoch(config, state, train_steps, iterator, optimizer, writers, steps
         if int(state.step.numpy()) <= warmup_steps:  # a function of the step: a resume continues the ramp
             factor = warmup_factor(int(state.step.numpy()), warmup_steps)
             _set_learning_rate(optimizer, factor * float(state.plateau.learning_rate.numpy()))
-        sums = train_steps(iterator, tf.constant(count)).numpy()
+        sums = train_steps(iterator, tf.constant(count), tf.constant(int(state.step.numpy()), tf.int64)).numpy()
         if not math.isfinite(sums[0]):
             raise NonFiniteLossError(
                 f"The training loss became {sums[0] / max(sums[3], 1):g} at epoch {epoch} / step "

@@ -1,6 +1,14 @@
 """The compiled steps of a training run under any tf.distribute strategy: a training function
 that runs several replica steps per call, and an evaluation step, both returning
-`metrics.batch_sums` totals."""
+`metrics.batch_sums` totals.
+
+Batches arrive as uint8 crops (`pipelines.build_dataset(output_dtype=tf.uint8)`): each
+replica flips, lights and centres its own share on its device, inside the compiled step
+(`pipelines.augment.flip_light_centre`, the input pipeline's own function), with stateless
+seeds from the run's seed and the batch's position in the run (global step and replica), so
+a resumed run draws exactly what an uninterrupted one would. Evaluation subtracts the mean
+there too. float32 batches (already centred) pass through unchanged.
+"""
 
 import numpy as np
 import tensorflow as tf
@@ -9,12 +17,47 @@ import keras
 from alexnet_tf.model import metrics
 from alexnet_tf.model.optimizer import losses_to_differentiate
 from alexnet_tf.training.strategies import worker_position
+from pipelines import augment, constants
 
 
-def make_steps(*, model, optimizer, strategy, config):
+def make_device_inputs(statistics, *, seed, num_replicas, lighting_stddev=constants.PCA_LIGHTING_STDDEV):
+    """(train_inputs(images, step), eval_inputs(images)): uint8 crops to the model's float32
+    input, on the replica's device; float32 input is returned as it is."""
+    mean = tf.constant(statistics.rgb_mean, tf.float32)
+    eigval = tf.constant(statistics.rgb_eigval, tf.float32)
+    eigvec = tf.constant(statistics.rgb_eigvec, tf.float32)
+
+    def train_inputs(images, step):
+        if images.dtype != tf.uint8:
+            return images
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+        position = tf.cast(step, tf.int64) * num_replicas + replica
+        # Streams seed + 1 (flips) and seed + 2 (lighting), as the host pipeline's.
+        seeds = tf.stack([tf.stack([tf.constant(seed + 1, tf.int64), position]),
+                          tf.stack([tf.constant(seed + 2, tf.int64), position])])
+        return augment.flip_light_centre(images, seeds=seeds, rgb_mean=mean, eigval=eigval, eigvec=eigvec,
+                                         stddev=lighting_stddev)
+
+    def eval_inputs(images):
+        return tf.cast(images, tf.float32) - mean if images.dtype == tf.uint8 else images
+
+    return train_inputs, eval_inputs
+
+
+def make_steps(*, model, optimizer, strategy, config, statistics=None):
+    """(train_steps(iterator, num_steps, first_step), eval_step(images, labels)).
+
+    `statistics` (the mean and PCA of the data) are needed for uint8 batches."""
     loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    if statistics is None:
+        from pipelines.dataset import DatasetStatistics
 
-    def replica_train_step(images, labels):
+        statistics = DatasetStatistics()
+    train_inputs, eval_inputs = make_device_inputs(statistics, seed=getattr(config, "seed", 0) or 0,
+                                                   num_replicas=strategy.num_replicas_in_sync)
+
+    def replica_train_step(images, labels, step):
+        images = train_inputs(images, step)
         with tf.GradientTape() as tape:
             logits = tf.cast(model(images, training=True), tf.float32)
             per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
@@ -29,6 +72,7 @@ def make_steps(*, model, optimizer, strategy, config):
         return metrics.batch_sums(per_example, logits, labels)
 
     def replica_eval_step(images, labels):
+        images = eval_inputs(images)
         # An empty final batch on a replica skips the model (see serving/evaluation.py).
         return tf.cond(tf.shape(images)[0] > 0, lambda: replica_eval_sums(images, labels),
                        lambda: tf.zeros([4], tf.float64))
@@ -42,12 +86,12 @@ def make_steps(*, model, optimizer, strategy, config):
     num_workers, _ = worker_position(strategy)
     local_replicas = strategy.num_replicas_in_sync // num_workers
     per_replica = config.batch_size // strategy.num_replicas_in_sync
-    replica_step = _maybe_jit(lambda batch: replica_train_step(*batch), config.jit_compile)
+    replica_step = _maybe_jit(lambda batch, step: replica_train_step(*batch, step), config.jit_compile)
 
     @tf.function  # XLA (--jit_compile) compiles the replica step inside
-    def train_steps(iterator, num_steps):
+    def train_steps(iterator, num_steps, first_step=tf.constant(0, tf.int64)):
         totals = tf.zeros([4], tf.float64)
-        for _ in tf.range(num_steps):
+        for i in tf.range(num_steps):
             # The worker's batch from a plain (checkpointable) iterator, split over its replicas.
             images, labels = next(iterator)
 
@@ -56,7 +100,7 @@ def make_steps(*, model, optimizer, strategy, config):
                 return images[start:start + per_replica], labels[start:start + per_replica]
 
             batch = strategy.experimental_distribute_values_from_function(replica_slice)
-            sums = strategy.run(replica_step, args=(batch,))
+            sums = strategy.run(replica_step, args=(batch, first_step + tf.cast(i, tf.int64)))
             totals += strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
         return totals
 

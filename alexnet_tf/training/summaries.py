@@ -41,7 +41,14 @@ def create_writers(write_dir):
 
 
 def log_augmented_images(writers, data, statistics):
-    """A grid of the first training batch's inputs, as the model sees them (mean added back)."""
+    """A grid of the first training batch's inputs, as the model sees them (mean added back):
+    the uint8 crops through the training step's own flip, lighting and mean."""
+    from pipelines import augment
+
     images, _ = next(iter(data.train_dataset(None, statistics)))
+    if images.dtype == tf.uint8:
+        images = augment.flip_light_centre(images, seeds=tf.constant([[1, 0], [2, 0]], tf.int64),
+                                           rgb_mean=statistics.rgb_mean, eigval=statistics.rgb_eigval,
+                                           eigvec=statistics.rgb_eigvec)
     with writers["train"].as_default():
         tf.summary.image("augmented_training_images", _augmented_grid(images.numpy(), statistics.rgb_mean), step=0)

@@ -169,7 +169,8 @@ def test_shards_of_the_converter_are_trusted_without_reading(shards):
     import os
 
     files = sorted(glob.glob(_pattern(shards)))
-    assert all(audit.audit_shard(path).trusted for path in files)
+    audits = [audit.audit_shard(path) for path in files]
+    assert all(a.trusted for a in audits) and sum(a.records for a in audits) == 35  # the manifests' counts
     assert audit.audit_files(files) == {} and not os.path.exists(os.path.join(shards, audit.AUDIT_DIR))
 
 
@@ -248,3 +249,28 @@ def test_tfds_source_on_a_tiny_local_dataset(tmp_path):
                                image_size=64)
     labels = np.concatenate([y for _, y in evaluation.as_numpy_iterator()])
     np.testing.assert_array_equal(np.sort(labels), [0, 0, 1, 2])
+
+
+def test_uint8_output_is_the_crops_before_flip_lighting_and_mean(shards):
+    common = dict(batch_size=6, image_size=48, seed=3, statistics=DatasetStatistics(rgb_mean=(10.0, 20.0, 30.0)))
+    raw = build_dataset(_pattern(shards), training=True, output_dtype=tf.uint8, **common)
+    ready = build_dataset(_pattern(shards), training=True, lighting_stddev=0.0, **common)
+    assert raw.element_spec[0].dtype == tf.uint8 and raw.element_spec[0].shape.as_list() == [6, 48, 48, 3]
+    assert raw.element_spec[1].dtype == tf.int32
+    mean = np.asarray([10.0, 20.0, 30.0], np.float32)
+    flipped = 0
+    for (crops, labels), (images, ready_labels) in zip(_take(raw, 3), _take(ready, 3)):
+        np.testing.assert_array_equal(labels, ready_labels)
+        for crop, image in zip(crops.astype(np.float32) - mean, images):
+            # The same crop; the float pipeline then mirrors half of them (lighting is off).
+            if not np.array_equal(crop, image):
+                np.testing.assert_array_equal(crop[:, ::-1], image)
+                flipped += 1
+    assert 0 < flipped < 18
+    evaluation = build_dataset(_pattern(shards, "validation"), training=False, output_dtype=tf.uint8, **common)
+    centred = build_dataset(_pattern(shards, "validation"), training=False, **common)
+    for (crops, _), (images, _) in zip(_take(evaluation, 2), _take(centred, 2)):
+        assert crops.dtype == np.uint8
+        np.testing.assert_array_equal(crops.astype(np.float32) - mean, images)
+    with pytest.raises(ValueError, match="Expected output_dtype tf.float32 or tf.uint8. Received: float16"):
+        build_dataset(_pattern(shards), training=True, output_dtype=tf.float16, **common)
