@@ -133,3 +133,29 @@ def test_split_features_peak_memory_is_about_the_feature_matrix(tiny_dataset, tm
     with np.load(tmp_path / "wide.npz", allow_pickle=False) as cached:  # the cache reads back
         np.testing.assert_array_equal(cached["features"], index.features)
         assert list(cached["filenames"]) == list(index.filenames)
+
+
+def test_neighbours_of_an_imported_torchvision_run_use_its_crop(tmp_path):
+    # A photo's nearest neighbour among the three photos is itself, at distance ~0: the query
+    # and the split are cropped the same way (the run's "torchvision" crop) and fed the same.
+    from alexnet_tf.weights import importing
+
+    fixtures = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
+    run = str(tmp_path / "torchvision_run")
+    importing.import_weights(os.path.join(fixtures, "tiny_torchvision_alexnet.pth"), run)
+    photos = sorted(os.listdir(os.path.join(fixtures, "photos")))
+    shard = tmp_path / "data" / "train-00000-of-00001"
+    shard.parent.mkdir()
+    with tf.io.TFRecordWriter(str(shard)) as writer:
+        for label, name in enumerate(photos):
+            with open(os.path.join(fixtures, "photos", name), "rb") as f:
+                writer.write(schema.make_example(encoded=f.read(), height=1, width=1, label=label, synset=f"c{label}",
+                                                 text="", filename=name))
+    query = os.path.join(fixtures, "photos", photos[1])
+    results, _ = retrieval.find_neighbors(retrieval.NeighborsConfig(
+        model_dir=run, file_pattern=str(shard), split="train", queries=(query,), k=3))
+    (_, neighbours), = results
+    assert neighbours[0].filename == photos[1] and neighbours[0].distance < 1e-3
+    assert neighbours[1].distance > 10 * max(neighbours[0].distance, 1e-6)
+    cache = glob.glob(os.path.join(run, retrieval.FEATURES_DIR, "*.npz"))
+    assert len(cache) == 1 and '"preprocessing": "torchvision"' in str(np.load(cache[0])["fingerprint"])
