@@ -19,13 +19,13 @@ allow-list of the numpy globals such a file needs, and refuses every other globa
 """
 
 import os
-import pickle
 
 import numpy as np
 from numpy.lib import format as npy_format
 
 from alexnet_tf.model.alexnet import WEIGHTED_LAYERS, build_alexnet, complete_build_kwargs
 from alexnet_tf.weights.errors import WeightsFileError
+from alexnet_tf.weights.unpickling import AllowListUnpickler
 
 LAYERS = WEIGHTED_LAYERS
 CONV_LAYERS = LAYERS[:5]
@@ -75,33 +75,20 @@ def _latin1_encode(text, encoding="utf-8", errors="strict"):
 # Everything a pickled dict of numpy arrays refers to, under the names numpy 1 and 2 (and
 # protocol 2, whose bytes go through _codecs.encode) write. Nothing else is loaded.
 _ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_multiarray()._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_multiarray()._reconstruct,
-    ("numpy.core.multiarray", "scalar"): lambda: _numpy_multiarray().scalar,
-    ("numpy._core.multiarray", "scalar"): lambda: _numpy_multiarray().scalar,
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
-    ("_codecs", "encode"): lambda: _latin1_encode,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_multiarray()._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_multiarray()._reconstruct,
+    ("numpy.core.multiarray", "scalar"): _numpy_multiarray().scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_multiarray().scalar,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, *, path):
-        # latin1: how numpy reads the byte strings of arrays pickled by Python 2.
-        super().__init__(file, encoding="latin1")
-        self._path = path
-
-    def find_class(self, module, name):
-        resolve = _ALLOWED_GLOBALS.get((module, name))
-        if resolve is None:
-            raise CaffeWeightsError(
-                f"{self._path}: refused to load the global '{module}.{name}'. A weights file holds "
-                "only numpy arrays in dicts and lists; this one asks to run other code, so it was "
-                "not loaded. Get the file from a source you trust.")
-        return resolve()
-
-    def persistent_load(self, pid):
-        raise CaffeWeightsError(f"{self._path}: refused a persistent reference ({pid!r}) in the pickle.")
+def _unpickler(file, path):
+    # latin1: how numpy reads the byte strings of arrays pickled by Python 2.
+    return AllowListUnpickler(file, path=path, allowed=_ALLOWED_GLOBALS, error=CaffeWeightsError,
+                              holds="numpy arrays in dicts and lists", encoding="latin1")
 
 
 def _skip_npy_header(path, f):
@@ -135,7 +122,7 @@ def read_npy_weights(path):
     with open(path, "rb") as f:
         _skip_npy_header(path, f)
         try:
-            loaded = _RestrictedUnpickler(f, path=path).load()
+            loaded = _unpickler(f, path).load()
         except CaffeWeightsError as error:
             raise CaffeWeightsError(str(error) if str(error).startswith(str(path)) else f"{path}: {error}") from None
         except Exception as error:  # a truncated or foreign file: say which and why

@@ -32,6 +32,7 @@ import numpy as np
 from alexnet_tf.model.alexnet import WEIGHTED_LAYERS, build_alexnet, complete_build_kwargs
 from alexnet_tf.weights.caffe import assign_weights
 from alexnet_tf.weights.errors import WeightsFileError
+from alexnet_tf.weights.unpickling import AllowListUnpickler
 
 # torchvision.models.AlexNet: the state_dict key prefix of each of our layers.
 TORCHVISION_LAYER_KEYS = {
@@ -119,20 +120,14 @@ _ALLOWED_GLOBALS = {
 }
 
 
-class _StateDictUnpickler(pickle.Unpickler):
-    def __init__(self, file, *, path, archive, root, byteorder):
-        super().__init__(file)
-        self._path, self._archive, self._root, self._byteorder = path, archive, root, byteorder
-        self._storages = {}
+class _StateDictUnpickler(AllowListUnpickler):
+    """The allow-list unpickler, plus the storages a state_dict's tensors name."""
 
-    def find_class(self, module, name):
-        found = _ALLOWED_GLOBALS.get((module, name))
-        if found is None:
-            raise TorchvisionWeightsError(
-                f"{self._path}: refused to load the global '{module}.{name}'. A weights file holds only "
-                "tensors in a state_dict; this one asks to run other code, so it was not loaded. Get the "
-                "file from a source you trust.")
-        return found
+    def __init__(self, file, *, path, archive, root, byteorder):
+        super().__init__(file, path=path, allowed=_ALLOWED_GLOBALS, error=TorchvisionWeightsError,
+                         holds="tensors in a state_dict")
+        self._archive, self._root, self._byteorder = archive, root, byteorder
+        self._storages = {}
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
