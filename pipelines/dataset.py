@@ -226,6 +226,47 @@ def tfrecord_records(file_pattern, *, training, seed, input_context=None,
     return dataset, parse
 
 
+def _mix(seed, epoch, stream):
+    """A distinct int64 seed per (run seed, epoch, stream): shuffles that are a function of
+    the epoch, so any epoch can be rebuilt without the iterator that reached it."""
+    if not tf.executing_eagerly():
+        # Inside a dataset function: `Dataset.shuffle` combines a tensor seed with the graph's
+        # global seed by a Python comparison that fails when that seed is 0 (TF 2.21). The
+        # op seed alone decides here, so this function's own graph drops the global one.
+        tf.compat.v1.get_default_graph().seed = None
+    return tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64) * 4 + stream
+
+
+def tfrecord_epochs(file_pattern, *, seed, input_context=None, max_bad_fraction=audit.DEFAULT_MAX_BAD_FRACTION):
+    """(epoch -> that epoch's records, records per epoch, parse) for training from shards:
+    this worker's files in an order drawn from (seed, epoch), interleaved."""
+    files = _shard_files(list_files(file_pattern), input_context)
+    skip = audit.audit_files(files, max_bad_fraction=max_bad_fraction)
+    records_of = _skipping(skip)
+    per_epoch = sum(audit.audit_shard(path).records for path in files) - sum(len(v) for v in skip.values())
+
+    def epoch_records(epoch):
+        order = tf.data.Dataset.from_tensor_slices(files).shuffle(
+            len(files), seed=_mix(seed, epoch, 1), reshuffle_each_iteration=False)
+        return order.interleave(records_of, cycle_length=min(len(files), _MAX_INTERLEAVE),
+                                num_parallel_calls=AUTOTUNE, deterministic=True)
+
+    _, parse = tfrecord_records(file_pattern, training=False, seed=seed, input_context=input_context,
+                                max_bad_fraction=max_bad_fraction)
+    return epoch_records, per_epoch, parse
+
+
+def tfds_epochs(name, *, split, data_dir, seed, input_context=None):
+    """(epoch -> that epoch's records, records per epoch, parse) for training from TFDS: the
+    worker's share in TFDS's file order (the record shuffle draws per epoch)."""
+    dataset, parse = tfds_records(name, split=split, data_dir=data_dir, training=False, seed=seed,
+                                  input_context=input_context)
+    per_epoch = int(dataset.cardinality())
+    if per_epoch < 0:  # unknown: count this worker's share once
+        per_epoch = int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+    return (lambda epoch: dataset), per_epoch, parse
+
+
 def tfds_records(name, *, split, data_dir, training, seed, input_context=None):
     """(encoded image, int64 label) pairs from a prepared TFDS dataset, images left encoded."""
     import tensorflow_datasets as tfds
@@ -269,6 +310,8 @@ def build_dataset(
     preprocessing=conventions.PAPER,
     max_bad_fraction=audit.DEFAULT_MAX_BAD_FRACTION,
     output_dtype=tf.float32,
+    start_example=0,
+    examples_per_epoch=None,
 ):
     """Batches of `(images float32 [B, S, S, 3], labels int32 [B])`, mean subtracted; or,
     with `output_dtype=tf.uint8`, the uint8 crops before flip, lighting and mean.
@@ -305,6 +348,12 @@ def build_dataset(
         mean, for a consumer that does the rest on its accelerator (a quarter of the bytes
         to move, and no float work on the host). The augmentation's seeds are then the
         consumer's (`augment.random_flip` and `augment.pca_lighting` take them).
+      start_example: training only: where this pipeline's stream starts, in examples of it
+        (a resume passes step x this worker's batch). Every epoch's file and record order
+        is drawn from (seed, epoch), so the stream from any position is rebuilt exactly,
+        reading (not decoding) the records of that epoch before it: no iterator state.
+      examples_per_epoch: training only: examples of each epoch's shuffled records to use
+        (a run's steps_per_epoch x batch, so that its epochs are the data's); default, all.
 
     Raises:
       pipelines.audit.ShardError: a record that cannot be parsed, or too many undecodable
@@ -331,14 +380,22 @@ def build_dataset(
         batch_size = input_context.get_per_replica_batch_size(batch_size)
 
     if tfds_name:
-        records, parse = tfds_records(
-            tfds_name, split=tfds_split or ("train" if training else "validation"),
-            data_dir=file_pattern, training=training, seed=seed, input_context=input_context)
+        split = tfds_split or ("train" if training else "validation")
+        if training:
+            epoch_records, per_epoch, parse = tfds_epochs(tfds_name, split=split, data_dir=file_pattern,
+                                                          seed=seed, input_context=input_context)
+        else:
+            records, parse = tfds_records(tfds_name, split=split, data_dir=file_pattern, training=False,
+                                          seed=seed, input_context=input_context)
         statistics = statistics or DatasetStatistics()
     else:
-        records, parse = tfrecord_records(
-            file_pattern, training=training, seed=seed, input_context=input_context,
-            max_bad_fraction=max_bad_fraction)
+        if training:
+            epoch_records, per_epoch, parse = tfrecord_epochs(
+                file_pattern, seed=seed, input_context=input_context, max_bad_fraction=max_bad_fraction)
+        else:
+            records, parse = tfrecord_records(
+                file_pattern, training=False, seed=seed, input_context=input_context,
+                max_bad_fraction=max_bad_fraction)
         if statistics is None:
             first = file_pattern if isinstance(file_pattern, str) else list(file_pattern)[0]
             statistics = load_statistics(os.path.dirname(first))
@@ -348,9 +405,20 @@ def build_dataset(
         return tf.cast(label - offset, tf.int32)
 
     if training:
-        # Shuffle within the epoch, then repeat: every epoch sees each example exactly once.
-        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        dataset = records.repeat().enumerate()
+        if per_epoch < 1:
+            raise ValueError(f"No training records in {file_pattern!r} for this input pipeline.")
+        epoch_size = min(examples_per_epoch or per_epoch, per_epoch)
+
+        def epoch_stream(epoch):
+            # Shuffled within the epoch: every epoch sees each (used) example exactly once.
+            shuffled = epoch_records(epoch).shuffle(shuffle_buffer, seed=_mix(seed, epoch, 2),
+                                                    reshuffle_each_iteration=False)
+            # Each example's position: epoch << 32 | its index in the epoch.
+            return shuffled.take(epoch_size).enumerate(start=tf.cast(epoch, tf.int64) * (1 << 32))
+
+        first_epoch, into_epoch = divmod(int(start_example), epoch_size)
+        # Every epoch is built inside the dataset function (one seeding path for all of them).
+        dataset = tf.data.Dataset.range(first_epoch, 1 << 40).flat_map(epoch_stream).skip(into_epoch)
 
         def train_example(index, record):
             encoded, label = parse(record)

@@ -35,17 +35,23 @@ _MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 8192, "Side of the reference 
 
 
 class _DeviceBatch:
-    """An iterator standing for the input: `next` gives one batch made once on the default
-    device (the first GPU if any), which the traced step captures: no host copy per step."""
+    """An iterator standing for the input: `next` gives each replica one batch made once on
+    its device, which the traced step captures: no host copy per step."""
 
-    def __init__(self, config, num_classes):
+    def __init__(self, config, num_classes, strategy):
         import tensorflow as tf
 
-        # uint8 crops, as the input pipeline gives them: the step flips, lights and centres them.
-        images = tf.cast(tf.random.stateless_uniform([config.batch_size, config.image_size, config.image_size, 3],
-                                                     seed=(0, 0), maxval=256, dtype=tf.int32), tf.uint8)
-        labels = tf.random.stateless_uniform([config.batch_size], seed=(0, 1), maxval=num_classes, dtype=tf.int32)
-        self.batch = (images, labels)
+        per_replica = config.batch_size // strategy.num_replicas_in_sync
+
+        def make(context):
+            # uint8 crops, as the input pipeline gives them: the step flips, lights and centres them.
+            seed = context.replica_id_in_sync_group
+            images = tf.random.stateless_uniform([per_replica, config.image_size, config.image_size, 3],
+                                                 seed=(seed, 0), maxval=256, dtype=tf.int32)
+            labels = tf.random.stateless_uniform([per_replica], seed=(seed, 1), maxval=num_classes, dtype=tf.int32)
+            return tf.cast(images, tf.uint8), labels
+
+        self.batch = strategy.experimental_distribute_values_from_function(make)
 
     def __iter__(self):
         return self
@@ -71,9 +77,9 @@ def measure(config, *, steps, on_device=False):
     finally:
         loop._set_precision("none")
     if on_device:
-        iterator = _DeviceBatch(config, start.data.num_classes)
-    else:
-        iterator = iter(start.data.train_dataset(tf.distribute.InputContext(1, 0, 1), start.statistics))
+        iterator = _DeviceBatch(config, start.data.num_classes, strategy)
+    else:  # the training loop's own input: the strategy's distributed dataset
+        iterator = iter(loop._training_input(config, strategy, start, 0))
     train_steps, _ = training_steps.make_steps(
         model=model, optimizer=optimizer, strategy=strategy, config=config, statistics=start.statistics)
     one = tf.constant(1)

@@ -33,10 +33,11 @@ class TrainingData:
     def has_eval(self):
         return self.make_eval is not None
 
-    def train_dataset(self, input_context=None, statistics=None):
+    def train_dataset(self, input_context=None, statistics=None, **position):
         """This input pipeline's endless training stream (a `tf.distribute.InputContext`
-        says which share); `statistics` default to the data's."""
-        return self.make_train(input_context, statistics or self.statistics)
+        says which share); `statistics` default to the data's; `position`: build_dataset's
+        `start_example` and `examples_per_epoch`."""
+        return self.make_train(input_context, statistics or self.statistics, **position)
 
     def eval_dataset(self, input_context=None, statistics=None):
         """This input pipeline's share of the validation split, every example once."""
@@ -66,8 +67,8 @@ def resolve_data(config):
         num_classes = config.num_classes or 1000
         steps = config.steps_per_epoch or 100
 
-        def synthetic(input_context, statistics):
-            del statistics  # uint8 crops, as the shards give them
+        def synthetic(input_context, statistics, **position):
+            del statistics, position  # uint8 crops, as the shards give them; every batch alike
             batch = input_context.get_per_replica_batch_size(config.batch_size) if input_context else config.batch_size
             images = tf.cast(tf.random.stateless_uniform([batch, config.image_size, config.image_size, 3],
                                                          seed=(config.seed, 0), maxval=256, dtype=tf.int32), tf.uint8)
@@ -111,12 +112,12 @@ def resolve_data(config):
             f"Cannot tell the steps per epoch: {train_examples} training examples for a batch of "
             f"{config.batch_size}. Pass --steps_per_epoch, or a smaller --batch_size.")
 
-    def make_train(input_context, statistics):
+    def make_train(input_context, statistics, **position):
         return datasets.build_dataset(
             train_pattern, training=True, batch_size=config.batch_size, image_size=config.image_size,
             seed=config.seed, statistics=statistics, input_context=input_context,
             shuffle_buffer=config.shuffle_buffer, data_service=config.tf_data_service,
-            output_dtype=tf.uint8, **source)  # flip, lighting and mean on the device (training.steps)
+            output_dtype=tf.uint8, **source, **position)  # flip, lighting, mean: on the device (training.steps)
 
     def make_eval(input_context, statistics):
         return datasets.build_dataset(

@@ -6,8 +6,8 @@ keras-team/keras#20585) that runs unchanged under every tf.distribute strategy:
 - what the run starts from (new, resumed, or weights made elsewhere) is decided once, by
   `start.plan_start`, before anything is built;
 - one `tf.function` runs `steps_per_execution` replica steps and returns summed metrics;
-- the whole training state (model, optimizer, input iterator, epoch and step counters,
-  plateau schedule) is one `tf.train.Checkpoint`, saved to `backup/` every
+- the whole training state (model, optimizer, epoch and step counters, plateau schedule;
+  no input state: the input stream is rebuilt at the step's position) is one `tf.train.Checkpoint`, saved to `backup/` every
   `backup_every_steps` steps, at every epoch end and on SIGTERM, and to `checkpoints/` at
   every epoch end. A rerun restores the newest readable one (a torn or corrupt newest falls
   back to the previous with a warning) and continues at the same step with the same data;
@@ -184,12 +184,7 @@ def _train(config, on_epoch_end):
 def _train_from(config, strategy, start, on_epoch_end):
     data = start.data
     model, optimizer, plateau = build_training_objects(config, strategy, start)
-    # Training input: this worker's share of the global batch from a plain tf.data iterator,
-    # which (unlike a distributed iterator) can be checkpointed for an exact resume.
-    num_workers, worker_index = strategies.worker_position(strategy)
-    iterator = iter(data.train_dataset(tf.distribute.InputContext(
-        num_input_pipelines=num_workers, input_pipeline_id=worker_index,
-        num_replicas_in_sync=num_workers), start.statistics))
+    num_workers, _ = strategies.worker_position(strategy)
     write_dir, scratch = write_dir_of(config.model_dir, strategy)
     chief = scratch is None
     if chief:
@@ -200,11 +195,7 @@ def _train_from(config, strategy, start, on_epoch_end):
                                  statistics=start.statistics, extra=extra)
         if config.flags_text is not None:
             schema.write_text_atomically(os.path.join(config.model_dir, run_dir.FLAGS_FILE), config.flags_text)
-    # The input position is part of the checkpoint on one worker. Not with a tf.data service
-    # (the stream lives there) nor with several workers: each reads other files, and only
-    # the chief's state reaches model_dir. There a resume restarts the (seeded) input stream.
-    checkpointed_iterator = None if (config.tf_data_service or num_workers > 1) else iterator
-    state = TrainingState(model=model, optimizer=optimizer, iterator=checkpointed_iterator, plateau=plateau,
+    state = TrainingState(model=model, optimizer=optimizer, plateau=plateau,
                           write_dir=write_dir, model_dir=config.model_dir, keep=config.keep_checkpoints)
     restored = start.initialize(state)
     epoch, step = int(state.epoch.numpy()), int(state.step.numpy())
@@ -215,6 +206,7 @@ def _train_from(config, strategy, start, on_epoch_end):
     if finished is not None:
         return TrainResult(epoch, step, bool(plateau.stopped.numpy()), False, finished)
     _set_learning_rate(optimizer, float(plateau.learning_rate.numpy()))
+    iterator = iter(_training_input(config, strategy, start, step))
     train_steps, eval_step = make_steps(model=model, optimizer=optimizer, strategy=strategy, config=config,
                                         statistics=start.statistics)
     writers = summaries.create_writers(write_dir) if chief else None
@@ -261,6 +253,19 @@ def _train_from(config, strategy, start, on_epoch_end):
             print(f"Exported the SavedModel to {export_path}")
     return TrainResult(epoch, int(state.step.numpy()), bool(plateau.stopped.numpy()), False, final,
                        export_path)
+
+
+def _training_input(config, strategy, start, step):
+    """The strategy's distributed input (each replica's batch prefetched to its device), from
+    where the run stands: every worker's stream is a function of the seed and its position,
+    step x the worker's batch, so a resume continues it exactly without any iterator state.
+    A tf.data service stream lives on the service and starts afresh on a resume."""
+    num_workers, _ = strategies.worker_position(strategy)
+    worker_batch = config.batch_size // num_workers
+    position = {} if config.tf_data_service or config.synthetic else dict(
+        start_example=step * worker_batch, examples_per_epoch=start.data.steps_per_epoch * worker_batch)
+    return strategy.distribute_datasets_from_function(
+        lambda context: start.data.train_dataset(context, start.statistics, **position))
 
 
 def _train_epoch(config, state, train_steps, iterator, optimizer, writers, steps_per_epoch, sigterm, epoch):

@@ -1,6 +1,8 @@
-"""The training state on disk: one `tf.train.Checkpoint` of model, optimizer, input iterator,
-counters and plateau schedule, saved to `backup/` (restart state) and `checkpoints/` (one per
-epoch), and restored from the newest readable one."""
+"""The training state on disk: one `tf.train.Checkpoint` of model, optimizer, counters and
+plateau schedule, saved to `backup/` (restart state) and `checkpoints/` (one per epoch), and
+restored from the newest readable one. No input state: the input stream is a function of
+the run's seed and the step (`pipelines.build_dataset(start_example=...)`), so a checkpoint
+is the weights and optimizer slots alone."""
 
 import logging
 import os
@@ -29,14 +31,12 @@ def write_dir_of(model_dir, strategy):
 class TrainingState:
     """The checkpointed state and its two managers (epoch checkpoints and restart backups)."""
 
-    def __init__(self, *, model, optimizer, iterator, plateau, write_dir, model_dir, keep):
+    def __init__(self, *, model, optimizer, plateau, write_dir, model_dir, keep):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.plateau = plateau
-        # A tf.data service stream lives on the service: its position cannot be saved.
-        parts = dict(iterator=iterator) if iterator is not None else {}
         self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, plateau=plateau, epoch=self.epoch, step=self.step, **parts)
+            model=model, optimizer=optimizer, plateau=plateau, epoch=self.epoch, step=self.step)
         self.model_dir = model_dir
         self.checkpoints = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(write_dir, CHECKPOINTS_DIR), max_to_keep=keep,

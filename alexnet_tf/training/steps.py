@@ -16,7 +16,6 @@ import keras
 
 from alexnet_tf.model import metrics
 from alexnet_tf.model.optimizer import losses_to_differentiate
-from alexnet_tf.training.strategies import worker_position
 from pipelines import augment, constants
 
 
@@ -83,23 +82,14 @@ def make_steps(*, model, optimizer, strategy, config, statistics=None):
         per_example = keras.losses.sparse_categorical_crossentropy(labels, log_probabilities, from_logits=True)
         return metrics.batch_sums(per_example, log_probabilities, labels)
 
-    num_workers, _ = worker_position(strategy)
-    local_replicas = strategy.num_replicas_in_sync // num_workers
-    per_replica = config.batch_size // strategy.num_replicas_in_sync
     replica_step = _maybe_jit(lambda batch, step: replica_train_step(*batch, step), config.jit_compile)
 
     @tf.function  # XLA (--jit_compile) compiles the replica step inside
     def train_steps(iterator, num_steps, first_step=tf.constant(0, tf.int64)):
         totals = tf.zeros([4], tf.float64)
         for i in tf.range(num_steps):
-            # The worker's batch from a plain (checkpointable) iterator, split over its replicas.
-            images, labels = next(iterator)
-
-            def replica_slice(context, images=images, labels=labels):
-                start = (context.replica_id_in_sync_group % local_replicas) * per_replica
-                return images[start:start + per_replica], labels[start:start + per_replica]
-
-            batch = strategy.experimental_distribute_values_from_function(replica_slice)
+            # Each replica's own batch, already on its device (the strategy's distributed input).
+            batch = next(iterator)
             sums = strategy.run(replica_step, args=(batch, first_step + tf.cast(i, tf.int64)))
             totals += strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
         return totals

@@ -83,7 +83,8 @@ def test_a_two_replica_step_keeps_the_replicas_equal():
                                 config=types.SimpleNamespace(batch_size=64, jit_compile=True))
     rng = np.random.default_rng(0)
     batch = (rng.normal(0, 50, size=(64, 224, 224, 3)).astype(np.float32), rng.integers(0, 10, 64).astype(np.int32))
-    sums = train_steps(iter(tf.data.Dataset.from_tensors(batch).repeat()), tf.constant(3)).numpy()
+    iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat()))
+    sums = train_steps(iterator, tf.constant(3)).numpy()
     assert np.isfinite(sums).all()
     for variable in model.trainable_variables:
         first, second = [v.numpy() for v in variable.value.values]

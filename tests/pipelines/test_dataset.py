@@ -205,18 +205,30 @@ def test_no_files_is_a_clear_error(tmp_path):
         build_dataset(str(tmp_path / "train-*"), training=True, batch_size=2)
 
 
-def test_training_iterator_checkpoint_resumes_exactly(shards, tmp_path):
-    dataset = build_dataset(_pattern(shards), training=True, batch_size=5, image_size=64, seed=4)
-    iterator = iter(dataset)
-    for _ in range(3):
+@pytest.mark.parametrize("consumed_batches", [3, 9])
+def test_the_training_stream_rebuilds_exactly_from_a_position(shards, consumed_batches):
+    # 35 training records, batches of 5: 9 batches cross into the second epoch. A stream
+    # built at start_example = what was consumed continues exactly, with no iterator state.
+    common = dict(training=True, batch_size=5, image_size=64, seed=4)
+    iterator = iter(build_dataset(_pattern(shards), **common))
+    for _ in range(consumed_batches):
         next(iterator)
-    checkpoint = tf.train.Checkpoint(iterator=iterator)
-    path = checkpoint.write(str(tmp_path / "input"))
-    expected = [next(iterator)[0].numpy() for _ in range(4)]
-    resumed = iter(build_dataset(_pattern(shards), training=True, batch_size=5, image_size=64, seed=4))
-    tf.train.Checkpoint(iterator=resumed).read(path).assert_consumed()
-    for batch in expected:
-        np.testing.assert_array_equal(next(resumed)[0].numpy(), batch)
+    expected = [next(iterator) for _ in range(4)]
+    resumed = iter(build_dataset(_pattern(shards), start_example=5 * consumed_batches, **common))
+    for images, labels in expected:
+        got_images, got_labels = next(resumed)
+        np.testing.assert_array_equal(got_labels.numpy(), labels.numpy())
+        np.testing.assert_array_equal(got_images.numpy(), images.numpy())
+
+
+def test_examples_per_epoch_makes_the_datas_epochs_the_runs(shards):
+    # 32 of the 35 records per epoch (a run's 8 steps of 4): each epoch, 32 distinct examples.
+    dataset = build_dataset(_pattern(shards), training=True, batch_size=4, image_size=64, seed=1,
+                            examples_per_epoch=32, statistics=ZERO_STATS, output_dtype=tf.uint8)
+    batches = _take(dataset, 16)
+    for epoch in range(2):
+        images = np.concatenate([x for x, _ in batches[8 * epoch:8 * epoch + 8]])
+        assert len({image.tobytes() for image in images}) == 32
 
 
 def test_tfds_source_on_a_tiny_local_dataset(tmp_path):

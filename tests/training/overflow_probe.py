@@ -43,7 +43,8 @@ def probe(bad_replica, wrapper=AllReduceLossScaleOptimizer):
     images = np.random.default_rng(0).normal(0, 50, size=(2, BATCH, 64, 64, 3)).astype(np.float32)
     images[0, 2 * bad_replica, 10, 10, 0] = np.inf  # the first batch overflows on one replica only
     labels = np.array([[0, 1, 2, 3], [0, 1, 2, 3]], np.int32)
-    iterator = iter(tf.data.Dataset.from_tensor_slices((images, labels)))
+    # The strategy's distributed input: replica r gets examples 2r and 2r + 1 of each batch.
+    iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((images, labels))))
     before = [_replica_values(strategy, v) for v in model.trainable_variables]
     scale = float(optimizer.dynamic_scale.numpy())
     train_steps(iterator, tf.constant(1))
