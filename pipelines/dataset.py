@@ -201,40 +201,38 @@ def _skipping(skip):
     return lambda path: indexed(path).map(lambda _, record: record)
 
 
-def tfrecord_records(file_pattern, *, training, seed, input_context=None,
-                     max_bad_fraction=audit.DEFAULT_MAX_BAD_FRACTION):
-    """(encoded image, int64 label) pairs from TFRecord shards, sharded by file per worker,
-    without the records `pipelines.audit` found undecodable (ShardError for shards it refuses)."""
+def _parse_tfrecord(serialized):
+    """(encoded image, int64 label) of one record of the dataset schema."""
+    features = tf.io.parse_single_example(serialized, schema.training_feature_spec())
+    return features[schema.IMAGE_ENCODED], features[schema.CLASS_LABEL]
+
+
+def _interleaved(paths, num_files, records_of):
+    """The records of a dataset of shard paths, read several files at a time in a fixed order."""
+    return paths.interleave(records_of, cycle_length=min(num_files, _MAX_INTERLEAVE), num_parallel_calls=AUTOTUNE,
+                            deterministic=True)
+
+
+def tfrecord_records(file_pattern, *, input_context=None, max_bad_fraction=audit.DEFAULT_MAX_BAD_FRACTION):
+    """(records, parse) of shards in file order, sharded by file per worker, without the
+    records `pipelines.audit` found undecodable (ShardError for shards it refuses)."""
     files = _shard_files(list_files(file_pattern), input_context)
     records_of = _skipping(audit.audit_files(files, max_bad_fraction=max_bad_fraction))
-    dataset = tf.data.Dataset.from_tensor_slices(files)
-    if training:
-        # A new file order every epoch (the caller repeats the whole stream).
-        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.interleave(
-        records_of,
-        cycle_length=min(len(files), _MAX_INTERLEAVE),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=True,
-    )
-    spec = schema.training_feature_spec()
-
-    def parse(serialized):
-        features = tf.io.parse_single_example(serialized, spec)
-        return features[schema.IMAGE_ENCODED], features[schema.CLASS_LABEL]
-
-    return dataset, parse
+    return _interleaved(tf.data.Dataset.from_tensor_slices(files), len(files), records_of), _parse_tfrecord
 
 
 def _mix(seed, epoch, stream):
     """A distinct int64 seed per (run seed, epoch, stream): shuffles that are a function of
     the epoch, so any epoch can be rebuilt without the iterator that reached it."""
-    if not tf.executing_eagerly():
-        # Inside a dataset function: `Dataset.shuffle` combines a tensor seed with the graph's
-        # global seed by a Python comparison that fails when that seed is 0 (TF 2.21). The
-        # op seed alone decides here, so this function's own graph drops the global one.
-        tf.compat.v1.get_default_graph().seed = None
     return tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64) * 4 + stream
+
+
+def _op_seeds_only():
+    """Inside a dataset function, lets `Dataset.shuffle` take a tensor seed: TF 2.21 combines
+    it with the graph's global seed by a Python comparison that fails when that seed is 0.
+    The op seeds alone decide in this function's own graph."""
+    if not tf.executing_eagerly():
+        tf.compat.v1.get_default_graph().seed = None
 
 
 def tfrecord_epochs(file_pattern, *, seed, input_context=None, max_bad_fraction=audit.DEFAULT_MAX_BAD_FRACTION):
@@ -248,34 +246,30 @@ def tfrecord_epochs(file_pattern, *, seed, input_context=None, max_bad_fraction=
     def epoch_records(epoch):
         order = tf.data.Dataset.from_tensor_slices(files).shuffle(
             len(files), seed=_mix(seed, epoch, 1), reshuffle_each_iteration=False)
-        return order.interleave(records_of, cycle_length=min(len(files), _MAX_INTERLEAVE),
-                                num_parallel_calls=AUTOTUNE, deterministic=True)
+        return _interleaved(order, len(files), records_of)
 
-    _, parse = tfrecord_records(file_pattern, training=False, seed=seed, input_context=input_context,
-                                max_bad_fraction=max_bad_fraction)
-    return epoch_records, per_epoch, parse
+    return epoch_records, per_epoch, _parse_tfrecord
 
 
-def tfds_epochs(name, *, split, data_dir, seed, input_context=None):
+def tfds_epochs(name, *, split, data_dir, input_context=None):
     """(epoch -> that epoch's records, records per epoch, parse) for training from TFDS: the
     worker's share in TFDS's file order (the record shuffle draws per epoch)."""
-    dataset, parse = tfds_records(name, split=split, data_dir=data_dir, training=False, seed=seed,
-                                  input_context=input_context)
+    dataset, parse = tfds_records(name, split=split, data_dir=data_dir, input_context=input_context)
     per_epoch = int(dataset.cardinality())
     if per_epoch < 0:  # unknown: count this worker's share once
         per_epoch = int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
     return (lambda epoch: dataset), per_epoch, parse
 
 
-def tfds_records(name, *, split, data_dir, training, seed, input_context=None):
-    """(encoded image, int64 label) pairs from a prepared TFDS dataset, images left encoded."""
+def tfds_records(name, *, split, data_dir, input_context=None):
+    """(encoded image, int64 label) pairs from a prepared TFDS dataset in its file order,
+    images left encoded."""
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(name, data_dir=data_dir)
-    read_config = tfds.ReadConfig(input_context=input_context, shuffle_seed=seed,
-                                  interleave_cycle_length=_MAX_INTERLEAVE)
+    read_config = tfds.ReadConfig(input_context=input_context, interleave_cycle_length=_MAX_INTERLEAVE)
     dataset = builder.as_dataset(
-        split=split, shuffle_files=training, read_config=read_config,
+        split=split, shuffle_files=False, read_config=read_config,
         # Keep the JPEG bytes: the pipeline decodes each image once, into its crop.
         decoders={"image": tfds.decode.SkipDecoding()},
     )
@@ -383,19 +377,18 @@ def build_dataset(
         split = tfds_split or ("train" if training else "validation")
         if training:
             epoch_records, per_epoch, parse = tfds_epochs(tfds_name, split=split, data_dir=file_pattern,
-                                                          seed=seed, input_context=input_context)
+                                                          input_context=input_context)
         else:
-            records, parse = tfds_records(tfds_name, split=split, data_dir=file_pattern, training=False,
-                                          seed=seed, input_context=input_context)
+            records, parse = tfds_records(tfds_name, split=split, data_dir=file_pattern,
+                                          input_context=input_context)
         statistics = statistics or DatasetStatistics()
     else:
         if training:
             epoch_records, per_epoch, parse = tfrecord_epochs(
                 file_pattern, seed=seed, input_context=input_context, max_bad_fraction=max_bad_fraction)
         else:
-            records, parse = tfrecord_records(
-                file_pattern, training=False, seed=seed, input_context=input_context,
-                max_bad_fraction=max_bad_fraction)
+            records, parse = tfrecord_records(file_pattern, input_context=input_context,
+                                              max_bad_fraction=max_bad_fraction)
         if statistics is None:
             first = file_pattern if isinstance(file_pattern, str) else list(file_pattern)[0]
             statistics = load_statistics(os.path.dirname(first))
@@ -410,6 +403,7 @@ def build_dataset(
         epoch_size = min(examples_per_epoch or per_epoch, per_epoch)
 
         def epoch_stream(epoch):
+            _op_seeds_only()
             # Shuffled within the epoch: every epoch sees each (used) example exactly once.
             shuffled = epoch_records(epoch).shuffle(shuffle_buffer, seed=_mix(seed, epoch, 2),
                                                     reshuffle_each_iteration=False)

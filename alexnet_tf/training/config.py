@@ -50,7 +50,7 @@ class TrainConfig:
     plateau_min_delta: float = 0.0
     plateau_cooldown: int = 0
     max_lr_reductions: int = 3
-    # Fine-tuning: start from a run directory or a bvlc_alexnet .npy (training/start.py).
+    # Fine-tuning: start from a run directory, a bvlc_alexnet .npy or a torchvision .pth (training/start.py).
     init_from: str | None = None
     reinit_layers: tuple = ("fc8",)  # not copied: fresh weights (fc8 sized to the data)
     freeze_layers: tuple = ()  # not trained, not decayed, no optimizer slots

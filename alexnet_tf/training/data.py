@@ -54,7 +54,7 @@ def _audit(train_pattern, eval_pattern, max_bad_fraction):
         if pattern:
             try:
                 audit.audit_files(datasets.list_files(pattern), max_bad_fraction=max_bad_fraction)
-            except (audit.ShardError, ValueError) as error:
+            except ValueError as error:  # ShardError, or no files match
                 raise TrainingError(str(error)) from None
 
 
