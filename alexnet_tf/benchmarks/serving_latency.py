@@ -8,7 +8,9 @@ the median latency of
            traced with the export's kernels (`portable_kernels`: TensorFlow's LRN, towers);
   export:  the reloaded SavedModel's serving_default on the JPEG bytes of a 256-px image
            (decode, crop, mean subtraction and top-5 included);
-and their ratio (goal <= 1.2: what serving adds), then the Keras model on this machine's
+  session: the same export loaded as TF Serving loads it (`serving.session_loader`: the
+           session loader, run by the SignatureDef's tensor names);
+and their ratios (goal <= 1.2: what serving adds), then the Keras model on this machine's
 fastest kernels ("auto": fused LRN, one grouped convolution), i.e. what portability costs.
 """
 
@@ -41,7 +43,7 @@ def main(argv):
     import tensorflow as tf
 
     from alexnet_tf import build_alexnet, portable_kernels
-    from alexnet_tf.serving import run_dir, saved_model
+    from alexnet_tf.serving import run_dir, saved_model, session_loader
     from pipelines import dataset as datasets
 
     if _MODEL_DIR.value:
@@ -60,6 +62,9 @@ def main(argv):
         image_bytes = tf.reshape(jpeg, [1])
         export_seconds = _median_seconds(lambda: serve(image_bytes=image_bytes)["probabilities"].numpy(),
                                          _REPEATS.value)
+        with session_loader.SessionModel(path) as served:
+            request = {"image_bytes": np.array([jpeg.numpy()], dtype=object)}
+            session_seconds = _median_seconds(lambda: served.run("serving_default", request), _REPEATS.value)
         decoded = tf.cast(datasets.decode_for_eval(jpeg, image_size=image_size)[tf.newaxis], tf.float32)
         keras_fn = tf.function(lambda x: tf.nn.softmax(model(x, training=False)))
         with portable_kernels():
@@ -72,6 +77,8 @@ def main(argv):
           "the export's kernels)")
     print(f"export serving_default on JPEG bytes: {export_seconds * 1e3:7.2f} ms")
     print(f"ratio export / keras: {export_seconds / keras_seconds:.2f} (goal <= 1.2)")
+    print(f"export through the session loader (TF Serving's path): {session_seconds * 1e3:7.2f} ms, "
+          f"ratio {session_seconds / keras_seconds:.2f} of keras")
     print(f"keras on this machine's fastest kernels: {fastest_seconds * 1e3:7.2f} ms "
           f"(the export's portable kernels cost {keras_seconds / fastest_seconds:.2f}x)")
 

@@ -20,7 +20,12 @@ Hardening: only JPEG and PNG are accepted; the header's width x height is checke
 bytes raise InvalidArgumentError (HTTP 400 in TF Serving) and the server keeps serving.
 
 A version is written to a temporary folder beside `export_dir/<version>` and renamed into
-place, so a server watching `export_dir` never sees half a version.
+place, so a server watching `export_dir` never sees half a version. Before the rename it is
+loaded the way TF Serving loads it (`session_loader`: the MetaGraph into a Session, the
+saver's restore op, the warm-up records replayed by the SignatureDefs' tensor names) and
+every warm-up answer is compared with the traced function's: a version TF Serving could not
+load is an error, never published. `assets.extra/tf_serving_warmup_requests` holds real
+requests for every signature, so TF Serving warms each one before it reports the model ready.
 """
 
 import dataclasses
@@ -34,11 +39,11 @@ import tensorflow as tf
 
 from alexnet_tf.model.layers import portable_kernels
 from alexnet_tf.model.alexnet import feature_model
-from alexnet_tf.serving import run_dir
+from alexnet_tf.serving import run_dir, session_loader
 from pipelines import dataset as datasets
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 64 megapixels, ~8000 x 8000
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+WARMUP_FILE = session_loader.WARMUP_FILE
 TOP_K = 5
 
 logger = logging.getLogger(__name__)
@@ -158,6 +163,27 @@ class ServingModule(tf.Module):
         self.serve_features = tf.function(self._serve_features, input_signature=[
             tf.TensorSpec([None], tf.string, name="image_bytes")])
 
+    def signatures(self):
+        """{signature name: concrete function}, traced (once: tf.function keeps the traces)
+        with the portable kernels.
+
+        The variables the functions read are tracked on the module itself, as Keras'
+        `ExportArchive` does: a Keras 3 model reached through an attribute puts its
+        `keras.Variable`s in the object graph, but not the `tf.Variable`s behind them in the
+        saver that TF Serving's loader runs, which then restores nothing
+        (keras-team/keras#20096)."""
+        # Plain ops only (no XLA, no grouped convolution): TF Serving's defaults run them.
+        with portable_kernels():
+            signatures = {"serving_default": self.serve_bytes.get_concrete_function(),
+                          "serving_pixels": self.serve_pixels.get_concrete_function(),
+                          "features": self.serve_features.get_concrete_function()}
+        used = {}
+        for function in signatures.values():
+            for variable in function.variables:
+                used.setdefault(id(variable), variable)
+        self.served_variables = list(used.values())
+        return signatures
+
     def _images(self, pixels):
         return tf.cast(pixels, tf.float32) - self.rgb_mean
 
@@ -193,29 +219,63 @@ def next_version(export_dir):
     return max(versions, default=0) + 1
 
 
-def _write_warmup_requests(path, sample_images):
-    """A few real PredictionLog requests for serving_default (TF Serving's warm-up format)."""
+def warmup_requests(image_size):
+    """Real requests for every signature, as (signature name, {input name: ndarray}): the
+    warm-up records TF Serving replays while loading, and what the export is checked on."""
+    rng = np.random.default_rng(0)
+    jpegs = []
+    for height, width in ((image_size + 40, image_size + 90), (300, 200), (image_size, image_size), (480, 640)):
+        pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        jpegs.append(tf.io.encode_jpeg(pixels, quality=90).numpy())
+    pixels = rng.integers(0, 256, size=(2, image_size, image_size, 3), dtype=np.uint8)
+    return [("serving_default", {"image_bytes": np.array(jpegs[:1], dtype=object)}),
+            ("serving_default", {"image_bytes": np.array(jpegs, dtype=object)}),
+            ("serving_pixels", {"images": pixels}),
+            ("features", {"image_bytes": np.array(jpegs[1:3], dtype=object)})]
+
+
+def _write_warmup_requests(path, requests):
+    """`requests` as PredictionLog records (TF Serving's warm-up format)."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
-        for batch in ([sample_images[0]], list(sample_images[:4])):
+        for signature_name, inputs in requests:
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name="alexnet", signature_name="serving_default"))
-            request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request))
+                model_spec=model_pb2.ModelSpec(name="alexnet", signature_name=signature_name))
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
 
 
-def _sample_jpegs(image_size):
-    """Deterministic JPEGs of several shapes for the warm-up requests."""
-    rng = np.random.default_rng(0)
-    images = []
-    for height, width in ((image_size + 40, image_size + 90), (300, 200), (image_size, image_size), (480, 640)):
-        pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-        images.append(tf.io.encode_jpeg(pixels, quality=90).numpy())
-    return images
+def _check_session_serving(path, signatures):
+    """Loads `path` as TF Serving does (`session_loader`) and replays its warm-up records,
+    each answer compared with `signatures`' own (the traced functions just saved). Raises
+    ExportError when a step fails or an answer differs."""
+    try:
+        with session_loader.SessionModel(path) as served:
+            served_names = {name for name in served.signatures if not name.startswith("__")}
+            if served_names != set(signatures):
+                raise ExportError(f"{path} has signatures {sorted(served_names)} in its MetaGraph; "
+                                  f"expected {sorted(signatures)}.")
+            requests = served.warmup_requests()
+            unwarmed = set(signatures) - {name for name, _, _ in requests}
+            if unwarmed:
+                raise ExportError(f"{path}'s warm-up records leave {sorted(unwarmed)} unchecked.")
+            for index, (name, inputs, output_filter) in enumerate(requests):
+                answer = served.run(name, inputs, output_filter)
+                expected = signatures[name](**{key: tf.constant(value) for key, value in inputs.items()})
+                for key, value in answer.items():
+                    reference = expected[key].numpy()
+                    close = (np.allclose(value, reference, rtol=1e-5, atol=1e-5) if reference.dtype.kind == "f"
+                             else value.shape == reference.shape)
+                    if not close:
+                        raise ExportError(f"Warm-up record {index} ({name}): output {key!r} through the session "
+                                          "loader differs from the saved function's.")
+    except (tf.errors.OpError, session_loader.ServingLoadError) as error:
+        raise ExportError(f"The SavedModel does not answer through TensorFlow's session loader, the path "
+                          f"TF Serving loads it by: {session_loader.error_summary(error)} (nothing was published)") from error
 
 
 def export_model(model, *, export_dir, class_names=(), statistics=None, image_size=None, version=None,
@@ -249,13 +309,13 @@ def export_model(model, *, export_dir, class_names=(), statistics=None, image_si
     module = ServingModule(model, class_names=class_names, rgb_mean=statistics.rgb_mean,
                            image_size=image_size, max_pixels=max_pixels, preprocessing=preprocessing)
     try:
-        # Plain ops only (no XLA, no grouped convolution): TF Serving's defaults run them.
+        # Saving traces the Keras models' own call functions too: portable kernels for those as well.
         with portable_kernels():
-            tf.saved_model.save(module, tmp, signatures={
-                "serving_default": module.serve_bytes.get_concrete_function(),
-                "serving_pixels": module.serve_pixels.get_concrete_function(),
-                "features": module.serve_features.get_concrete_function()})
-        _write_warmup_requests(os.path.join(tmp, WARMUP_FILE), _sample_jpegs(image_size))
+            signatures = module.signatures()
+            tf.saved_model.save(module, tmp, signatures=signatures)
+        _write_warmup_requests(os.path.join(tmp, WARMUP_FILE), warmup_requests(image_size))
+        # Published only once it answers as TF Serving will load it.
+        _check_session_serving(tmp, signatures)
         if os.path.exists(target):
             old = os.path.join(export_dir, f".old-{version}-{os.getpid()}")
             os.rename(target, old)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from alexnet_tf.serving import run_dir, saved_model
 from pipelines import dataset as datasets
+from tests.serving.conformance import assert_serves_as_tf_serving
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -140,26 +141,33 @@ def test_versions_are_atomic_and_never_overwritten(trained_run, tmp_path):
     assert sorted(os.listdir(base)) == ["1", "2"]  # no temporaries left beside the versions
 
 
-def test_export_cli_refuses_to_overwrite(trained_run, tmp_path):
+def test_export_cli_writes_the_version_asked_and_refuses_to_overwrite(trained_run, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     args = [sys.executable, "-m", "alexnet_tf.export", f"--model_dir={trained_run}",
             f"--export_dir={tmp_path / 'e'}", "--version=7"]
     subprocess.run(args, cwd=REPO, env=env, check=True, capture_output=True, timeout=180)
+    assert os.listdir(tmp_path / "e") == ["7"]
+    assert_serves_as_tf_serving(str(tmp_path / "e" / "7"))
     result = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 1 and "exists. Pass --overwrite" in result.stderr
 
 
-def test_warmup_requests_parse(export_path):
+def test_warmup_requests_are_real_requests_for_every_signature(export_path):
     from tensorflow_serving.apis import prediction_log_pb2
 
     records = list(tf.data.TFRecordDataset(os.path.join(export_path, saved_model.WARMUP_FILE)))
-    assert len(records) >= 2
+    signatures = []
     for record in records:
-        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
-        request = log.predict_log.request
-        assert request.model_spec.signature_name == "serving_default"
-        images = tf.make_ndarray(request.inputs["image_bytes"])
-        assert all(tf.io.is_jpeg(image) for image in images)
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        signatures.append(request.model_spec.signature_name)
+        if "image_bytes" in request.inputs:
+            images = tf.make_ndarray(request.inputs["image_bytes"])
+            assert len(images) >= 1 and all(tf.io.is_jpeg(image) for image in images)
+        else:
+            assert tf.make_ndarray(request.inputs["images"]).shape[1:] == (64, 64, 3)
+    # Batches of one and of several for the default signature, at least one for each other.
+    assert signatures.count("serving_default") >= 2
+    assert set(signatures) == {"serving_default", "serving_pixels", "features"}
 
 
 def test_predict_cli_prints_the_top5(trained_run, export_path, tmp_path):
@@ -214,17 +222,23 @@ def test_export_graph_has_no_xla_and_no_grouped_convolution(export_path):
     assert convolutions > 0
 
 
-def test_the_end_of_training_export_is_the_export_commands_after_mixed_precision(tiny_dataset, tmp_path):
-    """One checkpoint, one SavedModel: training's own export (here after a float16 run) is what
-    `python -m alexnet_tf.export` writes, a float32 model, not the mixed-precision one."""
+@pytest.mark.parametrize("mixed_precision", ["float16", "bfloat16"])
+def test_the_end_of_training_export_is_the_export_commands_after_mixed_precision(tiny_dataset, tmp_path,
+                                                                                 mixed_precision):
+    """One checkpoint, one SavedModel: training's own export (here after a float16 or bfloat16
+    run) is what `python -m alexnet_tf.export` writes, a float32 model, not the mixed-precision
+    one; both answer through TF Serving's loading path."""
     from alexnet_tf import training
 
     run = tmp_path / "run"
     result = training.train(training.TrainConfig(
         model_dir=str(run), data_dir=tiny_dataset, image_size=64, conv_filters=(8, 8, 16, 16, 8), fc_units=32,
-        init="he", batch_size=4, epochs=1, steps_per_epoch=2, mixed_precision="float16"))
+        init="he", batch_size=4, epochs=1, steps_per_epoch=2, mixed_precision=mixed_precision,
+        evaluate_at_end=False))
     again = saved_model.export_run(saved_model.ExportConfig(model_dir=str(run))).path
     assert result.export_path.endswith("/1") and again.endswith("/2")
+    assert_serves_as_tf_serving(result.export_path)
+    assert_serves_as_tf_serving(again)
     images = tf.constant([_jpeg(80, 120, 0), _png(100, 70, "RGB", 1), _jpeg(64, 64, 3)])
     at_end = tf.saved_model.load(result.export_path).signatures["serving_default"](image_bytes=images)
     by_command = tf.saved_model.load(again).signatures["serving_default"](image_bytes=images)
@@ -245,6 +259,7 @@ def test_an_imported_torchvision_run_serves_with_torchvisions_crop(tmp_path):
     importing.import_weights(os.path.join(fixtures, "tiny_torchvision_alexnet.pth"), model_dir)
     path = saved_model.export_run(saved_model.ExportConfig(model_dir=model_dir)).path
     photos = [open(os.path.join(fixtures, "photos", str(name)), "rb").read() for name in reference["photos"]]
+    assert_serves_as_tf_serving(path)
     served = tf.saved_model.load(path).signatures["serving_default"](image_bytes=tf.constant(photos))
     expected = tf.nn.softmax(reference["torchvision_logits"]).numpy()
     assert np.abs(served["probabilities"].numpy() - expected).max() < 0.02

@@ -17,6 +17,7 @@ from alexnet_tf.weights import caffe
 from alexnet_tf.model.optimizer import folds_every_loss
 from tests.weights.caffe_reference import TINY_FC, TINY_FILTERS
 from tests.commands import run_command
+from tests.serving.conformance import assert_serves_as_tf_serving
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -92,6 +93,8 @@ def test_finetune_cli_from_imported_weights_freezes_exports_and_resumes(weights_
     outputs = tf.saved_model.load(export).signatures["serving_default"](
         image_bytes=tf.constant([open(sorted(_images(folder_227))[0], "rb").read()]))
     assert outputs["probabilities"].shape == (1, 3)
+    # Frozen layers (non-trainable variables) are restored by TF Serving's loader too.
+    assert_serves_as_tf_serving(export)
     # A rerun resumes from the run's own checkpoint, without its source (here: gone).
     shutil.rmtree(imported)
     resumed = run_command("alexnet_tf.train", *command[:-3], "--epochs=2", "--steps_per_epoch=3")
