@@ -162,7 +162,7 @@ def main(argv):
 
     this_module = FLAGS.get_flags_for_module(sys.modules[__name__])
     config = configs.config_from_flags(
-        training.TrainConfig, FLAGS, data_dir=data_dir, export_at_end=_EXPORT.value,
+        training.TrainConfig, FLAGS, data_dir=data_dir,
         flags_text=configs.flagfile_text(this_module, "Resolved flags of this run: rerun with --flagfile=THIS_FILE."))
     try:
         result = training.train(config)
@@ -171,6 +171,17 @@ def main(argv):
         return 1
     if result.preempted:
         return 143  # 128 + SIGTERM: the state is saved; rerun to resume
+    if _EXPORT.value and result.chief and not result.already_finished:
+        # The export command's own library call on the final checkpoint (training imports
+        # nothing from serving): both write the same float32 SavedModel.
+        from alexnet_tf.serving import saved_model
+
+        try:
+            path = saved_model.export_run(saved_model.ExportConfig(model_dir=config.model_dir)).path
+        except saved_model.ExportError as error:
+            logger.error("%s", error)
+            return 1
+        print(f"Exported the SavedModel to {path}")
     return 0
 
 

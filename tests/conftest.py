@@ -50,13 +50,15 @@ def tiny_dataset(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_run(tiny_dataset, tmp_path_factory):
-    """A finished tiny training run (with its export) on `tiny_dataset`."""
+    """A finished tiny training run on `tiny_dataset`, exported as the train command does."""
     from alexnet_tf import training
+    from alexnet_tf.serving import saved_model
 
     model_dir = str(tmp_path_factory.mktemp("trained_run") / "run")
     training.train(training.TrainConfig(
         model_dir=model_dir, data_dir=tiny_dataset, image_size=64, conv_filters=(8, 8, 16, 16, 8),
         fc_units=32, init="he", learning_rate=0.001, batch_size=5, epochs=2, steps_per_epoch=3))
+    saved_model.export_run(saved_model.ExportConfig(model_dir=model_dir))
     return model_dir
 
 

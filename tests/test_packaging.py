@@ -1,6 +1,7 @@
 """The wheel built from the repository holds every module, and works installed without -e."""
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -26,7 +27,12 @@ def _source_modules():
 
 @pytest.mark.slow
 def test_wheel_holds_every_module_and_imports_installed(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), REPO],
+    # Built from a copy without build artefacts: setuptools reuses an in-tree build/ folder, whose
+    # stale modules (say, one since moved) would otherwise end up in the wheel.
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "runs", "data", ".venv"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(source)],
                    check=True, cwd=tmp_path, timeout=600)
     (wheel,) = [name for name in os.listdir(tmp_path) if name.endswith(".whl")]
     with zipfile.ZipFile(tmp_path / wheel) as archive:

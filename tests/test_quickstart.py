@@ -31,3 +31,6 @@ def test_quickstart_generates_trains_evaluates_exports_and_reuses_its_data(tmp_p
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Reusing the generated dataset" in again.stderr
     assert "Resuming from" in again.stderr
+    # The command exports after a run that trained (the chief only); a finished run's rerun
+    # trains nothing and exports nothing new.
+    assert sorted(os.listdir(tmp_path / "run" / "export"))[0] == "1"

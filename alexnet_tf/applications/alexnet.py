@@ -30,7 +30,7 @@ import keras
 
 from alexnet_tf.model.alexnet import MIN_IMAGE_SIZE, WEIGHTED_LAYERS, build_alexnet
 from alexnet_tf.weights import caffe, torchvision
-from alexnet_tf.weights.caffe import assign_weights
+from alexnet_tf.weights.layer_weights import assign_weights
 from pipelines import constants
 from pipelines import preprocessing as conventions
 
@@ -93,7 +93,7 @@ def _format_of(path):
 def _run_spec(weights):
     """The model_spec.json of a run directory, or None for anything else."""
     if isinstance(weights, (str, os.PathLike)) and os.path.isdir(weights):
-        from alexnet_tf.serving import run_dir
+        from alexnet_tf import run_dir
 
         return run_dir.read_model_spec(os.fspath(weights))
     return None
@@ -106,7 +106,7 @@ def _preprocessing_of(weights):
         return WEIGHT_SETS[weights].preprocessing
     spec = _run_spec(weights)
     if spec is not None:
-        from alexnet_tf.serving import run_dir
+        from alexnet_tf import run_dir
 
         return run_dir.preprocessing_of(spec)
     if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
@@ -120,7 +120,7 @@ def _preprocessing_of(weights):
 def _read(path):
     """(weights {layer: (kernel, bias)} for the weight set's own input, build kwargs)."""
     if os.path.isdir(path):
-        from alexnet_tf.serving import run_dir
+        from alexnet_tf import run_dir
 
         model, spec, _ = run_dir.load_model(os.fspath(path))
         return ({layer: (model.get_layer(layer).kernel.numpy(), model.get_layer(layer).bias.numpy())

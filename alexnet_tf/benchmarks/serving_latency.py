@@ -42,8 +42,8 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from alexnet_tf import build_alexnet, portable_kernels
-    from alexnet_tf.serving import run_dir, saved_model, session_loader
+    from alexnet_tf import build_alexnet, portable_kernels, run_dir
+    from alexnet_tf.serving import saved_model, session_loader
     from pipelines import dataset as datasets
 
     if _MODEL_DIR.value:

@@ -43,9 +43,9 @@ def flagfile_text(flag_list, header):
 
 def require_local_paths(*names, flag_values=flags.FLAGS):
     """Registers a validator per named path flag: a run directory and what is written beside it
-    must be on a local or mounted file system (`serving.run_dir.check_local_path`), checked
+    must be on a local or mounted file system (`run_dir.check_local_path`), checked
     when the flags are parsed, before any work."""
-    from alexnet_tf.serving import run_dir
+    from alexnet_tf import run_dir
 
     for name in names:
         def is_local(value, name=name):

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.model.metrics import class_probabilities, top_k_hits
-from alexnet_tf.serving import run_dir
+from alexnet_tf import run_dir
 from alexnet_tf.training import strategies
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 import tensorflow as tf
 
-from alexnet_tf.serving import run_dir
+from alexnet_tf import run_dir
 from alexnet_tf.model.alexnet import feature_model
 from pipelines import tfrecord
 

@@ -36,10 +36,12 @@ import shutil
 
 import numpy as np
 import tensorflow as tf
+import keras
 
 from alexnet_tf.model.layers import portable_kernels
 from alexnet_tf.model.alexnet import feature_model
-from alexnet_tf.serving import run_dir, session_loader
+from alexnet_tf import run_dir
+from alexnet_tf.serving import session_loader
 from pipelines import dataset as datasets
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 64 megapixels, ~8000 x 8000
@@ -82,7 +84,13 @@ def export_run(config):
     """
     if config.format not in ("saved_model", "npy", "tflite"):
         raise ExportError(f"Expected format 'saved_model', 'npy' or 'tflite'. Received: {config.format!r}")
-    model, spec, checkpoint = run_dir.load_model(config.model_dir, config.checkpoint)
+    # A float32 model whatever the training precision (or a global policy left set by the caller).
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        model, spec, checkpoint = run_dir.load_model(config.model_dir, config.checkpoint)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
     if config.format == "tflite":
         from alexnet_tf.serving import tflite
 

@@ -66,7 +66,6 @@ class TrainConfig:
     backup_every_steps: int = 100
     log_every_steps: int = 50
     evaluate_at_end: bool = True
-    export_at_end: bool = True
     # The command's resolved flags, written to model_dir/flags.txt by the chief (None: none).
     flags_text: str | None = None
 
@@ -84,4 +83,7 @@ class TrainResult:
     stopped_by_plateau: bool
     preempted: bool
     final_metrics: dict
-    export_path: str | None = None
+    # Whether this process writes the run directory (the chief; the one that exports).
+    chief: bool = True
+    # The run was finished before this call: nothing was trained or evaluated.
+    already_finished: bool = False

@@ -33,7 +33,7 @@ import keras
 from alexnet_tf.model.alexnet import build_alexnet
 from alexnet_tf.model.metrics import errors_of
 from alexnet_tf.model.optimizer import AllReduceLossScaleOptimizer, MomentumSGD, folds_every_loss
-from alexnet_tf.serving import run_dir
+from alexnet_tf import run_dir
 from alexnet_tf.training import strategies, summaries
 from alexnet_tf.training.config import NonFiniteLossError, TrainConfig, TrainingError, TrainResult
 from alexnet_tf.training.plateau import PlateauSchedule
@@ -204,7 +204,8 @@ def _train_from(config, strategy, start, on_epoch_end):
                     restored, epoch, step, plateau.learning_rate.numpy(), plateau.reductions.numpy())
     finished = _finished_results(config, epoch, plateau) if restored else None
     if finished is not None:
-        return TrainResult(epoch, step, bool(plateau.stopped.numpy()), False, finished)
+        return TrainResult(epoch, step, bool(plateau.stopped.numpy()), False, finished, chief=chief,
+                           already_finished=True)
     _set_learning_rate(optimizer, float(plateau.learning_rate.numpy()))
     iterator = iter(_training_input(config, strategy, start, step))
     train_steps, eval_step = make_steps(model=model, optimizer=optimizer, strategy=strategy, config=config,
@@ -240,19 +241,14 @@ def _train_from(config, strategy, start, on_epoch_end):
     if preempted:
         logger.warning("SIGTERM: saved the training state at epoch %d / step %d; rerun the same "
                        "command to resume.", epoch, int(state.step.numpy()))
-        return TrainResult(epoch, int(state.step.numpy()), False, True, metrics)
+        return TrainResult(epoch, int(state.step.numpy()), False, True, metrics, chief=chief)
     final = dict(metrics)
     if eval_dataset is not None and config.evaluate_at_end:
         final = evaluate_distributed(eval_step, eval_dataset, max_steps=config.eval_steps)
         _print_final(final)
-    export_path = None
     if chief:
         _write_results(config.model_dir, epoch, state, plateau, final)
-        if config.export_at_end:
-            export_path = _export(config.model_dir)
-            print(f"Exported the SavedModel to {export_path}")
-    return TrainResult(epoch, int(state.step.numpy()), bool(plateau.stopped.numpy()), False, final,
-                       export_path)
+    return TrainResult(epoch, int(state.step.numpy()), bool(plateau.stopped.numpy()), False, final, chief=chief)
 
 
 def _training_input(config, strategy, start, step):
@@ -348,19 +344,6 @@ def _end_epoch(config, state, plateau, optimizer, model, eval_step, eval_dataset
     state.epoch.assign(epoch + 1)
     state.save_checkpoint()
     return metrics
-
-
-def _export(model_dir):
-    """The run's final checkpoint as `python -m alexnet_tf.export` writes it: one library call, a
-    float32 model whatever the training precision, so both give the same SavedModel."""
-    from alexnet_tf.serving import saved_model
-
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        return saved_model.export_run(saved_model.ExportConfig(model_dir=model_dir)).path
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
 
 
 def _print_final(final):

@@ -27,7 +27,7 @@ import os
 import keras
 
 from alexnet_tf.model.alexnet import WEIGHTED_LAYERS
-from alexnet_tf.serving import run_dir
+from alexnet_tf import run_dir
 from alexnet_tf.training.config import TrainingError
 from alexnet_tf.training.data import resolve_data
 from alexnet_tf.weights import WeightsFileError, importing

@@ -10,7 +10,7 @@ import tempfile
 
 import tensorflow as tf
 
-from alexnet_tf.serving import run_dir
+from alexnet_tf import run_dir
 from alexnet_tf.training import strategies
 from alexnet_tf.training.config import NonFiniteLossError, TrainingError
 

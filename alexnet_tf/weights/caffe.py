@@ -25,6 +25,7 @@ from numpy.lib import format as npy_format
 
 from alexnet_tf.model.alexnet import WEIGHTED_LAYERS, build_alexnet, complete_build_kwargs
 from alexnet_tf.weights.errors import WeightsFileError
+from alexnet_tf.weights.layer_weights import assign_weights
 from alexnet_tf.weights.unpickling import AllowListUnpickler
 
 LAYERS = WEIGHTED_LAYERS
@@ -200,14 +201,6 @@ def build_kwargs_of_weights(weights, *, path="weights"):
     return dict(num_classes=int(num_classes), image_size=CAFFE_IMAGE_SIZE, groups=int(groups),
                 conv_filters=tuple(int(f) for f in filters), fc_units=int(fc_units),
                 lrn_bias=CAFFE_LRN_BIAS, lrn_alpha=CAFFE_LRN_ALPHA, conv1_padding=CAFFE_CONV1_PADDING)
-
-
-def assign_weights(model, weights):
-    """Copies {layer: (kernel, bias)} into the model's layers of the same names."""
-    for name, (kernel, bias) in weights.items():
-        layer = model.get_layer(name)
-        layer.kernel.assign(kernel)
-        layer.bias.assign(bias)
 
 
 def _swap_color_order(weights):

@@ -10,7 +10,7 @@ import shutil
 
 import tensorflow as tf
 
-from alexnet_tf.serving import run_dir
+from alexnet_tf import run_dir
 from alexnet_tf.weights import caffe, torchvision
 from pipelines import schema
 

@@ -30,7 +30,7 @@ import zipfile
 import numpy as np
 
 from alexnet_tf.model.alexnet import WEIGHTED_LAYERS, build_alexnet, complete_build_kwargs
-from alexnet_tf.weights.caffe import assign_weights
+from alexnet_tf.weights.layer_weights import assign_weights
 from alexnet_tf.weights.errors import WeightsFileError
 from alexnet_tf.weights.unpickling import AllowListUnpickler
 

@@ -11,9 +11,9 @@ from alexnet_tf.training import TrainConfig
 
 # Flags of the command that are not training options: where generated data goes and how much.
 COMMAND_ONLY_FLAGS = {"generate_data", "generate_classes", "generate_train_images", "generate_eval_images", "export"}
-# Fields the command computes: the data folder after generation, the flagfile text, and the
-# field whose flag is --export.
-COMPUTED_FIELDS = {"flags_text", "export_at_end", "evaluate_at_end"}
+# Fields the command computes: the data folder after generation and the flagfile text. (--export
+# is the command's own step after training: training imports nothing from serving.)
+COMPUTED_FIELDS = {"flags_text", "evaluate_at_end"}
 
 
 def _train_flags():
@@ -31,14 +31,12 @@ def test_config_from_flags_takes_each_field_from_its_flag():
     flags.DEFINE_list("conv_filters", ["96", "256", "384", "384", "256"], "", flag_values=values)
     flags.DEFINE_list("freeze_layers", [], "", flag_values=values)
     flags.DEFINE_integer("batch_size", 128, "", flag_values=values)
-    flags.DEFINE_bool("export", True, "", flag_values=values)
     values(["prog", "--model_dir=runs/x", "--conv_filters=8,8,16,16,8", "--freeze_layers=conv1,conv2",
-            "--batch_size=6", "--noexport"])
-    config = configs.config_from_flags(TrainConfig, values, export_at_end=values.export, data_dir="data/d")
+            "--batch_size=6"])
+    config = configs.config_from_flags(TrainConfig, values, data_dir="data/d")
     assert config.model_dir == "runs/x" and config.batch_size == 6 and config.data_dir == "data/d"
     assert config.conv_filters == (8, 8, 16, 16, 8)  # ints, not the flag's strings
     assert config.freeze_layers == ("conv1", "conv2")
-    assert config.export_at_end is False
     assert config.epochs == TrainConfig.__dataclass_fields__["epochs"].default  # no flag: the default
     with pytest.raises(TypeError, match="no fields.*'not_a_field'"):
         configs.config_from_flags(TrainConfig, values, not_a_field=1)

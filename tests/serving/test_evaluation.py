@@ -54,7 +54,7 @@ def test_per_class_results_are_keyed_by_class_id(tmp_path):
     run = tmp_path / "run"
     training.train(training.TrainConfig(model_dir=str(run), data_dir=str(shards), image_size=64,
                                         conv_filters=(8, 8, 8, 8, 8), fc_units=16, batch_size=4, epochs=1,
-                                        steps_per_epoch=1, export_at_end=False, evaluate_at_end=False))
+                                        steps_per_epoch=1, evaluate_at_end=False))
     results = evaluation.evaluate(evaluation.EvalConfig(
         model_dir=str(run), eval_files=schema.split_file_pattern(str(shards), "validation"), batch_size=4))
     per_class = results["per_class_top1_error"]

@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from alexnet_tf.serving import run_dir, saved_model
+from alexnet_tf import run_dir
+from alexnet_tf.serving import saved_model
 from pipelines import dataset as datasets
 from tests.serving.conformance import assert_serves_as_tf_serving
 
@@ -223,28 +224,29 @@ def test_export_graph_has_no_xla_and_no_grouped_convolution(export_path):
 
 
 @pytest.mark.parametrize("mixed_precision", ["float16", "bfloat16"])
-def test_the_end_of_training_export_is_the_export_commands_after_mixed_precision(tiny_dataset, tmp_path,
-                                                                                 mixed_precision):
-    """One checkpoint, one SavedModel: training's own export (here after a float16 or bfloat16
-    run) is what `python -m alexnet_tf.export` writes, a float32 model, not the mixed-precision
-    one; both answer through TF Serving's loading path."""
+def test_a_mixed_precision_run_exports_its_float32_model(tiny_dataset, tmp_path, mixed_precision):
+    """The export of a float16 or bfloat16 run (as the train command makes it after training,
+    here even with the mixed policy still set globally) is the float32 model of its checkpoint,
+    and answers through TF Serving's loading path."""
+    import keras
+
     from alexnet_tf import training
 
     run = tmp_path / "run"
-    result = training.train(training.TrainConfig(
+    training.train(training.TrainConfig(
         model_dir=str(run), data_dir=tiny_dataset, image_size=64, conv_filters=(8, 8, 16, 16, 8), fc_units=32,
         init="he", batch_size=4, epochs=1, steps_per_epoch=2, mixed_precision=mixed_precision,
         evaluate_at_end=False))
-    again = saved_model.export_run(saved_model.ExportConfig(model_dir=str(run))).path
-    assert result.export_path.endswith("/1") and again.endswith("/2")
-    assert_serves_as_tf_serving(result.export_path)
-    assert_serves_as_tf_serving(again)
+    keras.mixed_precision.set_global_policy(f"mixed_{mixed_precision}")
+    try:
+        path = saved_model.export_run(saved_model.ExportConfig(model_dir=str(run))).path
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert path.endswith("/1")
+    assert_serves_as_tf_serving(path)
     images = tf.constant([_jpeg(80, 120, 0), _png(100, 70, "RGB", 1), _jpeg(64, 64, 3)])
-    at_end = tf.saved_model.load(result.export_path).signatures["serving_default"](image_bytes=images)
-    by_command = tf.saved_model.load(again).signatures["serving_default"](image_bytes=images)
-    np.testing.assert_array_equal(at_end["probabilities"].numpy(), by_command["probabilities"].numpy())
-    # ... and both are the float32 model of that checkpoint.
-    np.testing.assert_allclose(at_end["probabilities"].numpy(), _keras_probabilities(str(run), images.numpy()),
+    served = tf.saved_model.load(path).signatures["serving_default"](image_bytes=images)
+    np.testing.assert_allclose(served["probabilities"].numpy(), _keras_probabilities(str(run), images.numpy()),
                                rtol=1e-5, atol=1e-6)
 
 

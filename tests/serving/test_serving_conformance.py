@@ -58,7 +58,7 @@ def test_the_session_loader_sees_the_keras_3_trap_that_tf_saved_model_load_hides
 
 
 def test_an_export_that_would_not_serve_is_not_published(trained_run, tmp_path, monkeypatch):
-    from alexnet_tf.serving import run_dir
+    from alexnet_tf import run_dir
 
     model, spec, _ = run_dir.load_model(trained_run)
     signatures = saved_model.ServingModule.signatures

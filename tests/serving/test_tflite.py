@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import build_alexnet
-from alexnet_tf.serving import run_dir, saved_model
+from alexnet_tf import run_dir
+from alexnet_tf.serving import saved_model
 from pipelines import DatasetStatistics, schema
 from pipelines import dataset as datasets
 from tests.commands import run_command

@@ -54,5 +54,5 @@ def test_training_runs_through_the_service(service, tiny_dataset, tmp_path):
     result = training.train(training.TrainConfig(
         model_dir=str(tmp_path / "run"), data_dir=tiny_dataset, tf_data_service=service,
         image_size=64, conv_filters=(8, 8, 16, 16, 8), fc_units=32, init="he", learning_rate=0.001,
-        batch_size=5, epochs=1, steps_per_epoch=4, export_at_end=False))
+        batch_size=5, epochs=1, steps_per_epoch=4))
     assert result.steps_done == 4 and result.final_metrics["num_examples"] == 15

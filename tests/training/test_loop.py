@@ -230,7 +230,7 @@ def _summary_tags(logdir):
 
 
 def test_tensorboard_summaries(tmp_path, tiny_dataset):
-    training.train(_config(tmp_path, tiny_dataset, steps_per_epoch=2, export_at_end=False))
+    training.train(_config(tmp_path, tiny_dataset, steps_per_epoch=2))
     train_tags = _summary_tags(str(tmp_path / "run" / "logs" / "train"))
     assert {"loss", "top1_error", "top5_error", "learning_rate", "images_per_second",
             "augmented_training_images", "conv1_filters"} <= train_tags
@@ -253,7 +253,7 @@ def test_conv1_filter_grid_shows_every_kernel():
     dict(steps_per_execution=3, steps_per_epoch=6),
 ])
 def test_gpu_oriented_options_train_on_cpu(tmp_path, tiny_dataset, overrides):
-    values = dict(steps_per_epoch=2, export_at_end=False)
+    values = dict(steps_per_epoch=2)
     values.update(overrides)
     result = training.train(_config(tmp_path, tiny_dataset, **values))
     assert result.steps_done == values["steps_per_epoch"]
@@ -266,19 +266,19 @@ def test_gpu_oriented_options_train_on_cpu(tmp_path, tiny_dataset, overrides):
 def test_synthetic_data_trains(tmp_path):
     result = training.train(training.TrainConfig(
         model_dir=str(tmp_path / "run"), synthetic=True, num_classes=7, **{**TINY, "batch_size": 2},
-        epochs=1, steps_per_epoch=2, export_at_end=False))
+        epochs=1, steps_per_epoch=2))
     assert result.steps_done == 2
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, tiny_dataset, caplog):
-    training.train(_config(tmp_path, tiny_dataset, epochs=2, steps_per_epoch=2, export_at_end=False))
+    training.train(_config(tmp_path, tiny_dataset, epochs=2, steps_per_epoch=2))
     newest = tf.train.latest_checkpoint(str(tmp_path / "run" / "backup"))
     assert newest.endswith("-4")
     for path in glob.glob(newest + ".data-*"):
         with open(path, "r+b") as f:
             f.truncate(100)  # a torn write
     caplog.set_level("INFO")
-    result = training.train(_config(tmp_path, tiny_dataset, epochs=2, steps_per_epoch=2, export_at_end=False))
+    result = training.train(_config(tmp_path, tiny_dataset, epochs=2, steps_per_epoch=2))
     assert "falling back to an older checkpoint" in caplog.text
     assert "Resuming from" in caplog.text and "step 4" in caplog.text  # checkpoints/ckpt-4 is intact
     assert result.steps_done == 4
@@ -289,18 +289,18 @@ def test_one_trainer_per_run_directory(tmp_path, tiny_dataset):
     pid; a holder killed with SIGKILL leaves nothing that blocks the next trainer."""
     run = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom alexnet_tf.serving.run_dir import RunDirLock\n"
+        [sys.executable, "-c", "import sys, time\nfrom alexnet_tf.run_dir import RunDirLock\n"
          "lock = RunDirLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(600)\n", str(run)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(training.TrainingError, match=rf"in use by a trainer \(host .+, pid {holder.pid},"):
-            training.train(_config(tmp_path, tiny_dataset, export_at_end=False))
+            training.train(_config(tmp_path, tiny_dataset))
         assert not (run / "checkpoints").exists() and not (run / "model_spec.json").exists()
     finally:
         holder.kill()
         holder.wait()
-    result = training.train(_config(tmp_path, tiny_dataset, export_at_end=False))  # the lock died with it
+    result = training.train(_config(tmp_path, tiny_dataset))  # the lock died with it
     assert result.steps_done == 2
     assert f"pid {os.getpid()}," in (run / ".train.lock").read_text()
 
@@ -312,7 +312,7 @@ def test_warmup_ramps_the_rate_per_step_and_resumes_on_the_ramp(tmp_path, caplog
     assert [warmup_factor(s, 6) for s in (0, 5, 6, 100)] == [1 / 6, 1.0, 1.0, 1.0] and warmup_factor(0, 0) == 1.0
     common = dict(model_dir=str(tmp_path / "run"), synthetic=True, num_classes=5,
                   **{**TINY, "batch_size": 2, "learning_rate": 0.006}, warmup_epochs=1.5, steps_per_epoch=4,
-                  export_at_end=False)
+                  )
     caplog.set_level("INFO", logger="alexnet_tf")
     training.train(training.TrainConfig(epochs=1, **common))
     training.train(training.TrainConfig(epochs=2, **common))  # resumes at step 4, on the ramp
@@ -341,7 +341,7 @@ def test_checkpoints_hold_weights_and_slots_and_no_input_state(tmp_path, tiny_da
     # Before, every backup and epoch checkpoint also held the input iterator: its shuffle
     # buffer of encoded JPEGs and the decoded, prefetched batches. Now the stream is rebuilt
     # at the step, so a checkpoint is the model, the momentum slots and a few counters.
-    training.train(_config(tmp_path, tiny_dataset, steps_per_epoch=2, export_at_end=False, shuffle_buffer=35))
+    training.train(_config(tmp_path, tiny_dataset, steps_per_epoch=2, shuffle_buffer=35))
     for folder in ("checkpoints", "backup"):
         prefix = tf.train.latest_checkpoint(str(tmp_path / "run" / folder))
         names = [name for name, _ in tf.train.list_variables(prefix)]

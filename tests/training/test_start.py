@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import build_alexnet, training
-from alexnet_tf.serving import run_dir
+from alexnet_tf import run_dir
 from alexnet_tf.training import start
 from alexnet_tf.weights import caffe
 from alexnet_tf.model.optimizer import folds_every_loss
@@ -112,7 +112,7 @@ def _images(shards_dir):
 def test_init_from_an_npy_or_a_run_directory(weights_file, folder_227, tmp_path):
     from_npy = str(tmp_path / "from_npy")
     common = dict(data_dir=folder_227, image_size=227, conv_filters=TINY_FILTERS, fc_units=TINY_FC,
-                  batch_size=6, epochs=1, steps_per_epoch=1, evaluate_at_end=False, export_at_end=False)
+                  batch_size=6, epochs=1, steps_per_epoch=1, evaluate_at_end=False)
     training.train(training.TrainConfig(model_dir=from_npy, init_from=weights_file, **common))
     # A run directory works as a source too; with fc8 kept, the classes must match (3 = 3).
     # Under a mixed-precision policy (the GPU recipe's) the copy and the freeze hold alike.
@@ -135,7 +135,7 @@ def test_init_from_torchvisions_pth_keeps_its_network_and_mean(folder_227, tmp_p
     training.train(training.TrainConfig(
         model_dir=model_dir, init_from=pth, data_dir=folder_227, image_size=224, groups=1, lrn=False,
         conv_filters=(8, 16, 16, 16, 16), fc_units=32, freeze_layers=("conv1",), batch_size=6, epochs=1,
-        steps_per_epoch=1, evaluate_at_end=False, export_at_end=False))
+        steps_per_epoch=1, evaluate_at_end=False))
     model, spec, _ = run_dir.load_model(model_dir)
     assert spec["build_alexnet"]["adaptive_pool_size"] == 6
     assert spec["build_alexnet"]["dropout_inputs_of"] == ["fc6", "fc7"]
@@ -154,7 +154,7 @@ def test_init_from_torchvisions_pth_keeps_its_network_and_mean(folder_227, tmp_p
 def _tiny_config(model_dir, tiny_dataset, **overrides):
     values = dict(model_dir=str(model_dir), data_dir=tiny_dataset, image_size=64, conv_filters=(8, 8, 16, 16, 8),
                   fc_units=32, init="he", learning_rate=0.001, batch_size=4, epochs=1, steps_per_epoch=2,
-                  export_at_end=False, flags_text="# the first run's flags\n")
+                  flags_text="# the first run's flags\n")
     values.update(overrides)
     return training.TrainConfig(**values)
 
@@ -194,17 +194,16 @@ def test_a_resume_accepts_and_records_what_may_change(tmp_path, tiny_dataset):
 
 def test_a_finished_run_is_finished(tmp_path, tiny_dataset, capsys):
     run = tmp_path / "run"
-    first = training.train(_tiny_config(run, tiny_dataset, export_at_end=True))
-    assert sorted(os.listdir(run / "export")) == ["1"]
+    first = training.train(_tiny_config(run, tiny_dataset))
+    assert first.chief and not first.already_finished  # the train command exports after such a run
     capsys.readouterr()
-    again = training.train(_tiny_config(run, tiny_dataset, export_at_end=True))
+    again = training.train(_tiny_config(run, tiny_dataset))
     out = capsys.readouterr().out
     assert "This run is finished (--epochs=1 are done)" in out
     assert f"top-1 error {first.final_metrics['top1_error']:.4f}" in out
-    assert again.final_metrics == first.final_metrics and again.export_path is None
-    assert sorted(os.listdir(run / "export")) == ["1"]  # not exported again
-    longer = training.train(_tiny_config(run, tiny_dataset, export_at_end=True, epochs=2))
-    assert longer.steps_done == 4 and sorted(os.listdir(run / "export")) == ["1", "2"]
+    assert again.final_metrics == first.final_metrics and again.already_finished  # ... and not after this
+    longer = training.train(_tiny_config(run, tiny_dataset, epochs=2))
+    assert longer.steps_done == 4 and not longer.already_finished
 
 
 def test_no_restorable_checkpoint_says_why_and_what_to_do(tmp_path, tiny_dataset):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf.serving import run_dir
+from alexnet_tf import run_dir
 from alexnet_tf.weights import caffe, importing
 from tests.weights.caffe_reference import TINY_FC, TINY_FILTERS, caffe_forward, random_caffe_blobs
 from pipelines import schema

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import alexnet_tf
-from alexnet_tf.serving import run_dir
+from alexnet_tf import run_dir
 from alexnet_tf.weights import importing, torchvision
 from tests.commands import run_command
 from pipelines import schema
@@ -69,7 +69,7 @@ def test_fc6_rows_come_from_pytorchs_chw_order(reference):
     state = torchvision.read_pth_state_dict(TINY_PTH)
     naive = dict(weights, fc6=(np.ascontiguousarray(state["classifier.1.weight"].T), weights["fc6"][1]))
     model = alexnet_tf.build_alexnet(**kwargs)
-    from alexnet_tf.weights.caffe import assign_weights
+    from alexnet_tf.weights import assign_weights
 
     assign_weights(model, naive)
     logits = model(_torchvision_input(reference["torchvision_pixels"]), training=False).numpy()
