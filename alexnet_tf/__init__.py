@@ -18,11 +18,13 @@ and one sub-package per job below it:
 # TensorFlow before Keras: the other order can end in a circular import at start-up.
 import tensorflow as tf  # noqa: F401
 
-from alexnet_tf.model import (MIN_IMAGE_SIZE, GroupedConv2D, LocalResponseNormalization, MomentumSGD, WeightDecay,
-                              build_alexnet, count_flops, count_training_flops, feature_model, portable_kernels)
+from alexnet_tf.model import (MIN_IMAGE_SIZE, AlexNetSpec, GroupedConv2D, LocalResponseNormalization, MomentumSGD,
+                              WeightDecay, build_alexnet, count_flops, count_training_flops, feature_model,
+                              portable_kernels)
 from alexnet_tf.weights import load_caffe_npy, load_torchvision_pth
 
 __all__ = [
+    "AlexNetSpec",
     "GroupedConv2D",
     "LocalResponseNormalization",
     "MIN_IMAGE_SIZE",

@@ -80,7 +80,7 @@ _MAX_LR_REDUCTIONS = flags.DEFINE_integer("max_lr_reductions", 3, "Reductions be
 _INIT_FROM = flags.DEFINE_string(
     "init_from", None,
     "Start a new run from these weights: a run directory (of alexnet_tf.train or "
-    "alexnet_tf.import_weights) or a bvlc_alexnet .npy. The architecture flags must match the "
+    "alexnet_tf.import_weights), a bvlc_alexnet .npy or a torchvision .pth. The architecture flags must match the "
     "weights'; the input mean is theirs. A rerun resumes from --model_dir's own checkpoints.")
 _REINIT_LAYERS = flags.DEFINE_list(
     "reinit_layers", ["fc8"], "With --init_from: layers given fresh weights instead of copied ones "

@@ -5,7 +5,12 @@ conversion tool's worker processes stay light until they need it.
 """
 
 _LAZY = {
+    "EvalOptions": "pipelines.dataset",
+    "Source": "pipelines.dataset",
+    "TrainOptions": "pipelines.dataset",
     "build_dataset": "pipelines.dataset",
+    "build_eval_dataset": "pipelines.dataset",
+    "build_train_dataset": "pipelines.dataset",
     "DatasetStatistics": "pipelines.dataset",
     "load_statistics": "pipelines.dataset",
 }

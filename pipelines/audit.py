@@ -92,14 +92,6 @@ def _write_cache(audit):
         logger.info("Not caching the audit of %s (%s)", audit.path, error.strerror)
 
 
-def decode_image(encoded):
-    """uint8 [H, W, 3] as the pipelines decode it: JPEG by libjpeg, others by the general decoder."""
-    import tensorflow as tf
-
-    return tf.cond(tf.io.is_jpeg(encoded), lambda: tf.io.decode_jpeg(encoded, channels=3),
-                   lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
-
-
 def _reason(error):
     """TensorFlow's message without its function-node prefix and op suffix."""
     message = getattr(error, "message", str(error)).splitlines()[0]
@@ -140,10 +132,12 @@ def _undecodable(path, records):
     """((index, file name, reason), ...) of the shard's images that do not decode."""
     import tensorflow as tf
 
+    from pipelines.decoding import decode_rgb
+
     spec = {key: schema.feature_spec()[key] for key in (schema.IMAGE_ENCODED, schema.IMAGE_FILENAME)}
 
     def check(index, serialized):
-        image = decode_image(tf.io.parse_single_example(serialized, spec)[schema.IMAGE_ENCODED])
+        image = decode_rgb(tf.io.parse_single_example(serialized, spec)[schema.IMAGE_ENCODED])
         tf.debugging.assert_positive(tf.reduce_prod(tf.shape(image)[:2]), message="empty image")
         return index
 

@@ -1,11 +1,13 @@
 """The paper's augmentation and evaluation crops as small pure ops.
 
-Each works eagerly and inside tf.data, on one image [H, W, C] (and `random_flip` and
-`pca_lighting` also on a batch [B, H, W, C], each image on its own: the training pipeline
-runs them per batch, see `pipelines.dataset.make_train_normalizer`). Random ops take a stateless `seed` (a shape [2]
-integer tensor): the same seed gives the same result, so a run is reproducible and the
-training input position can be checkpointed. `seed=None` draws from TensorFlow's global
-generator instead, for quick eager use.
+Each works eagerly, inside tf.data and inside a compiled step, on one image [H, W, C] (and
+`random_flip` and `pca_lighting` also on a batch [B, H, W, C], each image its own draw):
+training runs flip and lighting once per batch, with the mean, in `flip_light_centre`, on the
+device inside the step (`alexnet_tf.training.steps`) or for float32 pipelines in
+`pipelines.dataset.make_train_normalizer`. Random ops take a stateless `seed` (a shape [2]
+integer tensor): the same seed gives the same result, so a run is reproducible and its input
+is rebuilt from (seed, step) on a resume, with no iterator state. `seed=None` draws from
+TensorFlow's global generator instead, for quick eager use.
 
 The crop geometry follows the paper: images stored with the shorter side 256, random 224
 patches of the central 256x256 square for training; for other sizes every crop is

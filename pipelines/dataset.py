@@ -1,16 +1,24 @@
 """tf.data input pipelines: TFRecord shards (or a prepared TFDS dataset) to model-ready batches.
 
-Design (measured with `python -m pipelines.benchmark`, see WORKSPACE.md):
+Two builders, each taking the records (`Source`) and one options value: `build_train_dataset`
+(`TrainOptions`: the endless shuffled stream of random crops) and `build_eval_dataset`
+(`EvalOptions`: every example once, centre or ten crops); `build_dataset` is the public front
+over both. The float32 / uint8 choice is the last map of each, the TFDS / shards choice the
+first.
+
+Design (measured with `python -m pipelines.benchmarks.input_pipeline`, see WORKSPACE.md):
 - Each image is decoded straight into its crop with `tf.io.decode_and_crop_jpeg` (libjpeg
-  skips what lies outside the window) and stays uint8 through the flip: per-image work is
-  one decode plus, for half the images, a uint8 mirror.
-- The float work happens once per batch: the per-image lighting offsets ([B, 3], drawn
-  per image in the per-image map) minus the mean become one [B, 1, 1, 3] term, and one
-  XLA-compiled function casts and adds in a single pass over the batch. Per-image float32
-  kernels (cast, flip, lighting, normalise separately) cost several passes over every
-  image and starve the decoders on a small CPU.
-- Every random draw is stateless, seeded by (seed, position of the example in the
-  shuffled stream): a fixed seed reproduces a run, and the iterator can be checkpointed.
+  skips what lies outside the window) and stays uint8: per-image work is one decode.
+- The float work happens once per batch, in one XLA-compiled function: each image's flip and
+  lighting offset eigvec @ (alpha * eigval) are drawn there from the batch's seeds, and cast,
+  mirror, lighting and mean become a single pass over the batch. Per-image float32 kernels
+  (cast, flip, lighting, normalise separately) cost several passes over every image and
+  starve the decoders on a small CPU. With `output_dtype=tf.uint8` (what training uses) that
+  function runs on the device instead, inside the compiled step (`alexnet_tf.training.steps`).
+- Every random draw is stateless, seeded by (seed, position of the example in the stream),
+  and every epoch's file and record order by (seed, epoch): the stream from any position is
+  rebuilt from the seed and that position alone, so a checkpoint records a step, not an
+  iterator.
 """
 
 import dataclasses
@@ -20,6 +28,7 @@ import random
 import tensorflow as tf
 
 from pipelines import audit, augment, constants, schema
+from pipelines.decoding import decode_rgb
 from pipelines import preprocessing as conventions
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -69,29 +78,10 @@ def load_statistics(data_dir):
 # Per-image ops (inside tf.data maps)
 
 
-def _decode_window(encoded, window_fn):
-    """Decodes the window `window_fn(height, width)` of an encoded image, as uint8 RGB.
-
-    JPEGs take the fused `decode_and_crop_jpeg` path; other formats (PNG in a foreign
-    shard) are decoded whole and cropped, so they do not crash the pipeline.
-    """
-
-    def jpeg():
-        shape = tf.io.extract_jpeg_shape(encoded)
-        return tf.io.decode_and_crop_jpeg(encoded, window_fn(shape[0], shape[1]), channels=3)
-
-    def other():
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        shape = tf.shape(image)
-        return augment.crop_to_window(image, window_fn(shape[0], shape[1]))
-
-    return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
-
-
 def decode_for_train(encoded, seed, *, image_size):
     """uint8 [S, S, 3]: the random training patch of one example (flip and lighting follow
     per batch, in `make_train_normalizer`)."""
-    patch = _decode_window(encoded, lambda h, w: augment.random_crop_window(h, w, seed=seed))
+    patch = decode_rgb(encoded, lambda h, w: augment.random_crop_window(h, w, seed=seed))
     return augment.resize_square(patch, image_size)
 
 
@@ -100,15 +90,15 @@ def decode_for_eval(encoded, *, image_size, preprocessing=conventions.PAPER):
     for "caffe" or "torchvision", the crop that weight set's own pipeline makes
     (`pipelines.preprocessing`)."""
     if conventions.check_preprocessing(preprocessing) != conventions.PAPER:
-        return conventions.crop_of_convention(conventions.decode_rgb(encoded), image_size=image_size,
+        return conventions.crop_of_convention(decode_rgb(encoded, exact_dct=True), image_size=image_size,
                                               preprocessing=preprocessing)
-    patch = _decode_window(encoded, augment.center_crop_window)
+    patch = decode_rgb(encoded, augment.center_crop_window)
     return augment.resize_square(patch, image_size)
 
 
 def decode_ten_crops(encoded, *, image_size):
     """uint8 [10, S, S, 3]: the central square resized to S*256/224, then the paper's ten crops."""
-    square = _decode_window(encoded, lambda h, w: augment.center_crop_window(h, w, crop_fraction=1.0))
+    square = decode_rgb(encoded, lambda h, w: augment.center_crop_window(h, w, crop_fraction=1.0))
     resized = augment.resize_square(square, round(image_size / constants.CROP_FRACTION))
     return augment.ten_crop(resized, image_size)
 
@@ -284,6 +274,210 @@ def tfds_records(name, *, split, data_dir, input_context=None):
 # Pipelines
 
 
+def _positive_batch(batch_size):
+    if batch_size < 1:
+        raise ValueError(f"Expected batch_size >= 1. Received: {batch_size}")
+
+
+def _ready_dtype(output_dtype):
+    output_dtype = tf.as_dtype(output_dtype)
+    if output_dtype not in (tf.float32, tf.uint8):
+        raise ValueError(f"Expected output_dtype tf.float32 or tf.uint8. Received: {output_dtype.name}")
+    return output_dtype
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """The records a dataset reads: the TFRecord shards `file_pattern` matches (a glob or a
+    list of globs), or with `tfds_name` the prepared TFDS dataset whose data_dir is
+    `file_pattern` (split `tfds_split`, default "train" / "validation")."""
+
+    file_pattern: object
+    tfds_name: str | None = None
+    tfds_split: str | None = None
+
+    def statistics(self, given=None):
+        """`given`, else dataset_info.json's beside the shards (ImageNet's for TFDS)."""
+        if given is not None:
+            return given
+        if self.tfds_name:
+            return DatasetStatistics()
+        first = self.file_pattern if isinstance(self.file_pattern, str) else list(self.file_pattern)[0]
+        return load_statistics(os.path.dirname(first))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """How `build_train_dataset` reads, augments and batches (`build_dataset` documents each)."""
+
+    batch_size: int
+    image_size: int = 224
+    seed: int | None = None
+    statistics: DatasetStatistics | None = None
+    label_offset: int | None = None
+    input_context: tf.distribute.InputContext | None = None
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
+    lighting_stddev: float = constants.PCA_LIGHTING_STDDEV
+    data_service: str | None = None
+    data_service_job: str = "alexnet_train"
+    max_bad_fraction: float = audit.DEFAULT_MAX_BAD_FRACTION
+    output_dtype: tf.DType = tf.float32
+    start_example: int = 0
+    examples_per_epoch: int | None = None
+
+    def __post_init__(self):
+        _positive_batch(self.batch_size)
+        object.__setattr__(self, "output_dtype", _ready_dtype(self.output_dtype))
+        if self.seed is None:  # one draw per pipeline: its crops, flips and order agree
+            object.__setattr__(self, "seed", random.SystemRandom().randrange(2**31))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    """How `build_eval_dataset` crops and batches (`build_dataset` documents each)."""
+
+    batch_size: int
+    image_size: int = 224
+    crops: int = 1
+    preprocessing: str = conventions.PAPER
+    statistics: DatasetStatistics | None = None
+    label_offset: int | None = None
+    input_context: tf.distribute.InputContext | None = None
+    max_bad_fraction: float = audit.DEFAULT_MAX_BAD_FRACTION
+    output_dtype: tf.DType = tf.float32
+
+    def __post_init__(self):
+        _positive_batch(self.batch_size)
+        object.__setattr__(self, "output_dtype", _ready_dtype(self.output_dtype))
+        if self.crops not in (1, 10):
+            raise ValueError(f"Expected crops to be 1 or 10. Received: crops={self.crops}")
+        if conventions.check_preprocessing(self.preprocessing) != conventions.PAPER and self.crops != 1:
+            raise ValueError(f"preprocessing={self.preprocessing!r} is a single-crop evaluation geometry; "
+                             "ten-crop batches use the paper's.")
+
+
+def _labels(statistics, label_offset):
+    """stored label -> int32 class index (minus the offset, default the statistics')."""
+    offset = statistics.label_offset if label_offset is None else label_offset
+    return lambda label: tf.cast(label - offset, tf.int32)
+
+
+def _replica_batch(options):
+    if options.input_context is None:
+        return options.batch_size
+    return options.input_context.get_per_replica_batch_size(options.batch_size)
+
+
+def _finish(dataset):
+    """The dataset as every builder returns it: sharded by file already (no auto-sharding on
+    top of it), prefetched."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options).prefetch(AUTOTUNE)
+
+
+def _train_records(source, options):
+    """(epoch -> that epoch's records, records per epoch, parse) of a training source."""
+    if source.tfds_name:
+        return tfds_epochs(source.tfds_name, split=source.tfds_split or "train", data_dir=source.file_pattern,
+                           input_context=options.input_context)
+    return tfrecord_epochs(source.file_pattern, seed=options.seed, input_context=options.input_context,
+                           max_bad_fraction=options.max_bad_fraction)
+
+
+def _shuffled_stream(epoch_records, epoch_size, options):
+    """(stream position, record) from `options.start_example` on, endless: each epoch's records
+    shuffled by (seed, epoch), the position epoch << 32 | index in the epoch."""
+    seed = options.seed
+
+    def epoch_stream(epoch):
+        _op_seeds_only()
+        # Shuffled within the epoch: every epoch sees each (used) example exactly once.
+        shuffled = epoch_records(epoch).shuffle(options.shuffle_buffer, seed=_mix(seed, epoch, 2),
+                                                reshuffle_each_iteration=False)
+        return shuffled.take(epoch_size).enumerate(start=tf.cast(epoch, tf.int64) * (1 << 32))
+
+    first_epoch, into_epoch = divmod(int(options.start_example), epoch_size)
+    # Every epoch is built inside the dataset function (one seeding path for all of them).
+    return tf.data.Dataset.range(first_epoch, 1 << 40).flat_map(epoch_stream).skip(into_epoch)
+
+
+def build_train_dataset(source, options):
+    """The endless training stream of `source` (a `Source`): batches of `(images, labels int32
+    [B])`, random crops in float32 flipped, lit and centred, or with `options.output_dtype`
+    uint8 the crops alone. `options` is a `TrainOptions`; `build_dataset` documents each."""
+    epoch_records, per_epoch, parse = _train_records(source, options)
+    if per_epoch < 1:
+        raise ValueError(f"No training records in {source.file_pattern!r} for this input pipeline.")
+    statistics, seed = source.statistics(options.statistics), options.seed
+    label_of = _labels(statistics, options.label_offset)
+    epoch_size = min(options.examples_per_epoch or per_epoch, per_epoch)
+
+    def train_example(index, record):
+        encoded, label = parse(record)
+        crop_seed = tf.stack([tf.cast(seed, tf.int64), index])
+        return index, decode_for_train(encoded, crop_seed, image_size=options.image_size), label_of(label)
+
+    # No ignore_errors: the audit removed what does not parse or decode, so an error here
+    # fails the run instead of silently thinning (or, for a bad shard, starving) it.
+    dataset = _shuffled_stream(epoch_records, epoch_size, options).map(
+        train_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(_replica_batch(options), drop_remainder=True)
+    if options.output_dtype == tf.float32:
+        normalize_images = make_train_normalizer(statistics, lighting_stddev=options.lighting_stddev)
+
+        def ready(indices, images, labels):
+            # Seeds of the batch's flips and alphas: its first example's stream position, in
+            # streams (seed + 1, seed + 2) apart from the crops' (seed).
+            first = indices[0]
+            seeds = tf.stack([tf.stack([tf.cast(seed, tf.int64) + 1, first]),
+                              tf.stack([tf.cast(seed, tf.int64) + 2, first])])
+            return normalize_images(images, seeds), labels
+    else:  # uint8: the crops as decoded, without their stream positions
+        ready = lambda indices, images, labels: (images, labels)  # noqa: E731
+    dataset = dataset.map(ready, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if options.data_service:
+        dataset = dataset.apply(tf.data.experimental.service.distribute(
+            processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
+            service=options.data_service, job_name=options.data_service_job))
+    return _finish(dataset)
+
+
+def build_eval_dataset(source, options):
+    """Every example of `source` (a `Source`) once, in file order: batches of `(images, labels
+    int32 [B])`, the last possibly smaller; a centre crop (or `options.preprocessing`'s) or
+    the ten crops [B, 10, S, S, 3], centred float32 or with `options.output_dtype` uint8.
+    `options` is an `EvalOptions`; `build_dataset` documents each."""
+    if source.tfds_name:
+        records, parse = tfds_records(source.tfds_name, split=source.tfds_split or "validation",
+                                      data_dir=source.file_pattern, input_context=options.input_context)
+    else:
+        records, parse = tfrecord_records(source.file_pattern, input_context=options.input_context,
+                                          max_bad_fraction=options.max_bad_fraction)
+    statistics = source.statistics(options.statistics)
+    label_of = _labels(statistics, options.label_offset)
+
+    def eval_example(record):
+        encoded, label = parse(record)
+        if options.crops == 10:
+            return decode_ten_crops(encoded, image_size=options.image_size), label_of(label)
+        return (decode_for_eval(encoded, image_size=options.image_size, preprocessing=options.preprocessing),
+                label_of(label))
+
+    dataset = records.map(eval_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(_replica_batch(options), drop_remainder=False)
+    if options.output_dtype == tf.float32:
+        normalize_images = make_eval_normalizer(statistics)
+        dataset = dataset.map(lambda images, labels: (normalize_images(images), labels),
+                              num_parallel_calls=AUTOTUNE, deterministic=True)
+    return _finish(dataset)
+
+
+_TRAIN_ONLY = ("seed", "shuffle_buffer", "lighting_stddev", "data_service", "data_service_job", "start_example",
+               "examples_per_epoch")
+_EVAL_ONLY = ("crops", "preprocessing")
+
+
 def build_dataset(
     file_pattern,
     *,
@@ -309,6 +503,9 @@ def build_dataset(
 ):
     """Batches of `(images float32 [B, S, S, 3], labels int32 [B])`, mean subtracted; or,
     with `output_dtype=tf.uint8`, the uint8 crops before flip, lighting and mean.
+
+    The public front of `build_train_dataset` (training=True) and `build_eval_dataset`
+    (training=False): the keywords of the other one are ignored.
 
     Args:
       file_pattern: glob(s) of TFRecord shards; or, with `tfds_name`, the TFDS data_dir.
@@ -350,111 +547,27 @@ def build_dataset(
         (a run's steps_per_epoch x batch, so that its epochs are the data's); default, all.
 
     Raises:
+      ValueError: a keyword out of range, or ten crops or another preprocessing for training.
       pipelines.audit.ShardError: a record that cannot be parsed, or too many undecodable
         images (the shard, record and reason named).
 
     Returns:
       A `tf.data.Dataset`.
     """
-    if crops not in (1, 10):
-        raise ValueError(f"Expected crops to be 1 or 10. Received: crops={crops}")
-    if training and crops != 1:
+    given = dict(batch_size=batch_size, image_size=image_size, crops=crops, seed=seed, statistics=statistics,
+                 label_offset=label_offset, input_context=input_context, shuffle_buffer=shuffle_buffer,
+                 lighting_stddev=lighting_stddev, data_service=data_service, data_service_job=data_service_job,
+                 preprocessing=preprocessing, max_bad_fraction=max_bad_fraction, output_dtype=output_dtype,
+                 start_example=start_example, examples_per_epoch=examples_per_epoch)
+    source = Source(file_pattern, tfds_name=tfds_name, tfds_split=tfds_split)
+    if not training:
+        return build_eval_dataset(source, EvalOptions(**{k: v for k, v in given.items() if k not in _TRAIN_ONLY}))
+    if crops != 1:
         raise ValueError("Ten-crop batches are for evaluation: pass training=False with crops=10.")
-    if conventions.check_preprocessing(preprocessing) != conventions.PAPER and (training or crops != 1):
+    if conventions.check_preprocessing(preprocessing) != conventions.PAPER:
         raise ValueError(f"preprocessing={preprocessing!r} is a single-crop evaluation geometry; training and "
                          "ten-crop batches use the paper's.")
-    if batch_size < 1:
-        raise ValueError(f"Expected batch_size >= 1. Received: {batch_size}")
-    output_dtype = tf.as_dtype(output_dtype)
-    if output_dtype not in (tf.float32, tf.uint8):
-        raise ValueError(f"Expected output_dtype tf.float32 or tf.uint8. Received: {output_dtype.name}")
-    if seed is None:
-        seed = random.SystemRandom().randrange(2**31)
-    if input_context is not None:
-        batch_size = input_context.get_per_replica_batch_size(batch_size)
-
-    if tfds_name:
-        split = tfds_split or ("train" if training else "validation")
-        if training:
-            epoch_records, per_epoch, parse = tfds_epochs(tfds_name, split=split, data_dir=file_pattern,
-                                                          input_context=input_context)
-        else:
-            records, parse = tfds_records(tfds_name, split=split, data_dir=file_pattern,
-                                          input_context=input_context)
-        statistics = statistics or DatasetStatistics()
-    else:
-        if training:
-            epoch_records, per_epoch, parse = tfrecord_epochs(
-                file_pattern, seed=seed, input_context=input_context, max_bad_fraction=max_bad_fraction)
-        else:
-            records, parse = tfrecord_records(file_pattern, input_context=input_context,
-                                              max_bad_fraction=max_bad_fraction)
-        if statistics is None:
-            first = file_pattern if isinstance(file_pattern, str) else list(file_pattern)[0]
-            statistics = load_statistics(os.path.dirname(first))
-    offset = statistics.label_offset if label_offset is None else label_offset
-
-    def label_of(label):
-        return tf.cast(label - offset, tf.int32)
-
-    if training:
-        if per_epoch < 1:
-            raise ValueError(f"No training records in {file_pattern!r} for this input pipeline.")
-        epoch_size = min(examples_per_epoch or per_epoch, per_epoch)
-
-        def epoch_stream(epoch):
-            _op_seeds_only()
-            # Shuffled within the epoch: every epoch sees each (used) example exactly once.
-            shuffled = epoch_records(epoch).shuffle(shuffle_buffer, seed=_mix(seed, epoch, 2),
-                                                    reshuffle_each_iteration=False)
-            # Each example's position: epoch << 32 | its index in the epoch.
-            return shuffled.take(epoch_size).enumerate(start=tf.cast(epoch, tf.int64) * (1 << 32))
-
-        first_epoch, into_epoch = divmod(int(start_example), epoch_size)
-        # Every epoch is built inside the dataset function (one seeding path for all of them).
-        dataset = tf.data.Dataset.range(first_epoch, 1 << 40).flat_map(epoch_stream).skip(into_epoch)
-
-        def train_example(index, record):
-            encoded, label = parse(record)
-            crop_seed = tf.stack([tf.cast(seed, tf.int64), index])
-            return index, decode_for_train(encoded, crop_seed, image_size=image_size), label_of(label)
-
-        # No ignore_errors: the audit removed what does not parse or decode, so an error
-        # here fails the run instead of silently thinning (or, for a bad shard, starving) it.
-        dataset = dataset.map(train_example, num_parallel_calls=AUTOTUNE, deterministic=True)
-        dataset = dataset.batch(batch_size, drop_remainder=True)
-        normalize_images = make_train_normalizer(statistics, lighting_stddev=lighting_stddev)
-
-        def normalize(indices, images, labels):
-            # Seeds of the batch's flips and alphas: its first example's stream position,
-            # in streams (seed + 1, seed + 2) apart from the crops' (seed).
-            first = indices[0]
-            seeds = tf.stack([tf.stack([tf.cast(seed, tf.int64) + 1, first]),
-                              tf.stack([tf.cast(seed, tf.int64) + 2, first])])
-            return normalize_images(images, seeds), labels
-    else:
-        def eval_example(record):
-            encoded, label = parse(record)
-            if crops == 10:
-                return decode_ten_crops(encoded, image_size=image_size), label_of(label)
-            return decode_for_eval(encoded, image_size=image_size, preprocessing=preprocessing), label_of(label)
-
-        dataset = records.map(eval_example, num_parallel_calls=AUTOTUNE, deterministic=True)
-        dataset = dataset.batch(batch_size, drop_remainder=False)
-        normalize_images = make_eval_normalizer(statistics)
-        normalize = lambda images, labels: (normalize_images(images), labels)  # noqa: E731
-    if output_dtype == tf.float32:
-        dataset = dataset.map(normalize, num_parallel_calls=AUTOTUNE, deterministic=True)
-    elif training:  # uint8: the crops as decoded, without their stream positions
-        dataset = dataset.map(lambda indices, images, labels: (images, labels), num_parallel_calls=AUTOTUNE,
-                              deterministic=True)
-    if training and data_service:
-        dataset = dataset.apply(tf.data.experimental.service.distribute(
-            processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
-            service=data_service, job_name=data_service_job))
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return dataset.with_options(options).prefetch(AUTOTUNE)
+    return build_train_dataset(source, TrainOptions(**{k: v for k, v in given.items() if k not in _EVAL_ONLY}))
 
 
 def build_indexed_dataset(file_pattern, *, batch_size, image_size=224, statistics=None,

@@ -46,15 +46,6 @@ def resize_side(preprocessing, image_size):
     return int(round(image_size * resize / crop))
 
 
-def decode_rgb(encoded):
-    """uint8 [H, W, 3] of JPEG (libjpeg's accurate integer DCT, as PIL and OpenCV decode),
-    PNG, BMP or GIF bytes."""
-    return tf.cond(
-        tf.io.is_jpeg(encoded),
-        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
-
-
 def _to_uint8(image):
     return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 

@@ -28,7 +28,8 @@ import os
 import numpy as np
 import keras
 
-from alexnet_tf.model.alexnet import MIN_IMAGE_SIZE, WEIGHTED_LAYERS, build_alexnet
+from alexnet_tf.model.alexnet import WEIGHTED_LAYERS, build_alexnet
+from alexnet_tf.model.spec import MIN_IMAGE_SIZE, AlexNetSpec
 from alexnet_tf.weights import caffe, torchvision
 from alexnet_tf.weights.layer_weights import assign_weights
 from pipelines import constants
@@ -118,17 +119,17 @@ def _preprocessing_of(weights):
 
 
 def _read(path):
-    """(weights {layer: (kernel, bias)} for the weight set's own input, build kwargs)."""
+    """(weights {layer: (kernel, bias)} for the weight set's own input, their `AlexNetSpec`)."""
     if os.path.isdir(path):
         from alexnet_tf import run_dir
 
         model, spec, _ = run_dir.load_model(os.fspath(path))
         return ({layer: (model.get_layer(layer).kernel.numpy(), model.get_layer(layer).bias.numpy())
-                 for layer in WEIGHTED_LAYERS}, run_dir.build_kwargs_of(spec))
+                 for layer in WEIGHTED_LAYERS}, run_dir.network_of(spec))
     if _format_of(path) == TORCHVISION:
         return torchvision.weights_of_state_dict(torchvision.read_pth_state_dict(path), path=path)
     weights = caffe.read_npy_weights(path)
-    return weights, caffe.build_kwargs_of_weights(weights, path=path)
+    return weights, caffe.network_of_weights(weights, path=path)
 
 
 def _image_size(input_shape, *, default, include_top, fixed_with_top, weights):
@@ -183,18 +184,18 @@ def AlexNet(  # noqa: N802 (the keras.applications naming)
             "Only `None` and `softmax` activations are allowed for the `classifier_activation` argument when "
             f"using pretrained weights. Received: classifier_activation={classifier_activation!r}")
     if weights is None:
-        pretrained, kwargs = None, dict(num_classes=classes)
+        pretrained, network = None, AlexNetSpec(num_classes=classes)
         image_size = _image_size(input_shape, default=224, include_top=include_top, fixed_with_top=False,
                                  weights=weights)
     else:
-        pretrained, kwargs = _read(weights_file(weights))
-        if include_top and classes != kwargs["num_classes"]:
+        pretrained, network = _read(weights_file(weights))
+        if include_top and classes != network.num_classes:
             raise ValueError(
                 f"If using `weights={weights!r}` with `include_top=True`, `classes` should be "
-                f"{kwargs['num_classes']}. Received: classes={classes}")
-        image_size = _image_size(input_shape, default=kwargs["image_size"], include_top=include_top,
-                                 fixed_with_top=not kwargs.get("adaptive_pool_size"), weights=weights)
-    model = build_alexnet(**dict(kwargs, image_size=image_size), name=name)
+                f"{network.num_classes}. Received: classes={classes}")
+        image_size = _image_size(input_shape, default=network.image_size, include_top=include_top,
+                                 fixed_with_top=not network.adaptive_pool_size, weights=weights)
+    model = build_alexnet(network.replace(image_size=image_size), name=name)
     if pretrained is not None:
         layers = WEIGHTED_LAYERS if include_top else WEIGHTED_LAYERS[:5]
         assign_weights(model, {layer: pretrained[layer] for layer in layers})
@@ -242,7 +243,9 @@ def load_image(path, weights=TORCHVISION, image_size=None):
 
     preprocessing = _preprocessing_of(weights)
     spec = _run_spec(weights)
-    default_size = spec["build_alexnet"]["image_size"] if spec else (
+    from alexnet_tf import run_dir
+
+    default_size = run_dir.network_of(spec).image_size if spec else (
         caffe.CAFFE_IMAGE_SIZE if preprocessing == conventions.CAFFE else 224)
     size = image_size or default_size
     with open(path, "rb") as f:

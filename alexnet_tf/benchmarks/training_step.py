@@ -67,14 +67,14 @@ def make_train_step(model, optimizer, *, batch_size, image_size, jit_compile):
     return lambda: train_step(images, labels).numpy()
 
 
-def _build_stock(build_kwargs):
+def _build_stock(network):
     """The same network on stock kernels, with Keras' own L2 regularizer (the same value as
     the model's `WeightDecay`) and SGD."""
     import keras
 
     from alexnet_tf.model.alexnet import build_alexnet
 
-    model = build_alexnet(**build_kwargs, grouped_conv="towers", lrn_implementation="native")
+    model = build_alexnet(network, grouped_conv="towers", lrn_implementation="native")
     for variable in model.trainable_variables:
         if variable.regularizer is not None:
             variable.regularizer = keras.regularizers.L2(variable.regularizer.weight_decay / 2.0)
@@ -85,19 +85,19 @@ def main(argv):
     del argv
     from alexnet_tf.model.alexnet import build_alexnet, count_training_flops
     from alexnet_tf.model.optimizer import MomentumSGD
+    from alexnet_tf.model.spec import AlexNetSpec
 
-    build_kwargs = dict(num_classes=1000, image_size=_IMAGE_SIZE.value, groups=_GROUPS.value,
-                        lrn=_LRN.value)
+    network = AlexNetSpec(num_classes=1000, image_size=_IMAGE_SIZE.value, groups=_GROUPS.value, lrn=_LRN.value)
     step_kwargs = dict(batch_size=_BATCH_SIZE.value, image_size=_IMAGE_SIZE.value,
                        jit_compile=_JIT_COMPILE.value)
-    model = build_alexnet(**build_kwargs, grouped_conv=_GROUPED_CONV.value,
+    model = build_alexnet(network, grouped_conv=_GROUPED_CONV.value,
                           lrn_implementation=_LRN_IMPLEMENTATION.value)
     step_flops = count_training_flops(model, batch_size=_BATCH_SIZE.value)
     matmul, matmul_flops = make_matmul(_MATMUL_SIZE.value)
     optimizer = MomentumSGD(learning_rate=0.01, momentum=0.9, fold_weight_decay=_FOLD_WEIGHT_DECAY.value)
     steps = {"train step": make_train_step(model, optimizer, **step_kwargs)}
     if _STOCK.value:
-        stock_model, stock_optimizer = _build_stock(build_kwargs)
+        stock_model, stock_optimizer = _build_stock(network)
         steps["stock kernels"] = make_train_step(stock_model, stock_optimizer, **step_kwargs)
     for fn in (matmul, *steps.values()):  # compile and warm up
         seconds_per_call(fn, 2)

@@ -183,12 +183,18 @@ def folds_every_loss(model):
             and len(model.losses) == len(regularized))
 
 
+def base_optimizer(optimizer):
+    """The optimizer that holds the learning rate and the slots: the one a
+    `keras.optimizers.LossScaleOptimizer` wraps, or `optimizer` itself."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
 def losses_to_differentiate(model, optimizer):
     """The terms of `model.losses` whose gradient the caller's tape must compute: all of them,
     or none when the optimizer (or the one a LossScaleOptimizer wraps) is a `MomentumSGD`
     with `fold_weight_decay=True`, which applies `WeightDecay` terms itself. ValueError if it
     folds but the model has other losses (`folds_every_loss`)."""
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    inner = base_optimizer(optimizer)
     if isinstance(inner, MomentumSGD) and inner.fold_weight_decay:
         if not folds_every_loss(model):
             raise ValueError(

@@ -8,10 +8,10 @@ from alexnet_tf.run_dir.layout import (BACKUP_DIR, CHECKPOINTS_DIR, EXPORT_DIR, 
                                        MODEL_SPEC_FILE, NPY_WEIGHTS_FILE, RESULTS_FILE, TFLITE_DYNAMIC_FILE,
                                        TFLITE_FILE, check_local_path, has_checkpoint, latest_checkpoint)
 from alexnet_tf.run_dir.lock import RunDirInUseError, RunDirLock
-from alexnet_tf.run_dir.spec import (build_kwargs_of, load_model, preprocessing_of, read_model_spec,
+from alexnet_tf.run_dir.spec import (NETWORK_KEY, load_model, network_of, preprocessing_of, read_model_spec,
                                      statistics_of, write_model_spec)
 
 __all__ = ["BACKUP_DIR", "CHECKPOINTS_DIR", "EXPORT_DIR", "FLAGS_FILE", "LOCK_FILE", "MODEL_SPEC_FILE",
            "NPY_WEIGHTS_FILE", "RESULTS_FILE", "RunDirInUseError", "RunDirLock", "TFLITE_DYNAMIC_FILE",
-           "TFLITE_FILE", "build_kwargs_of", "check_local_path", "has_checkpoint", "latest_checkpoint",
-           "load_model", "preprocessing_of", "read_model_spec", "statistics_of", "write_model_spec"]
+           "NETWORK_KEY", "TFLITE_FILE", "check_local_path", "has_checkpoint", "latest_checkpoint",
+           "load_model", "network_of", "preprocessing_of", "read_model_spec", "statistics_of", "write_model_spec"]

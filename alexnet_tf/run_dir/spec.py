@@ -7,20 +7,27 @@ import os
 
 import tensorflow as tf
 
-from alexnet_tf.model.alexnet import build_alexnet, complete_build_kwargs
+from alexnet_tf.model.alexnet import build_alexnet
+from alexnet_tf.model.spec import AlexNetSpec
 from alexnet_tf.run_dir.layout import MODEL_SPEC_FILE, latest_checkpoint
 
 
-def write_model_spec(model_dir, *, build_kwargs, class_names, statistics, preprocessing="paper", extra=None):
-    """Writes model_spec.json; `extra` adds keys (e.g. where imported weights came from).
-    `preprocessing` names the evaluation crop the weights need (`pipelines.preprocessing`)."""
+# The key of the network (an `AlexNetSpec`'s fields, every one): the builder's name, kept from
+# the runs written before the spec was a type.
+NETWORK_KEY = "build_alexnet"
+
+
+def write_model_spec(model_dir, *, network, class_names, statistics, preprocessing="paper", extra=None):
+    """Writes model_spec.json: the run's `network` (an `AlexNetSpec`), its classes and input
+    statistics; `extra` adds keys (e.g. where imported weights came from). `preprocessing`
+    names the evaluation crop the weights need (`pipelines.preprocessing`)."""
     from pipelines import preprocessing as conventions
     from pipelines import schema
 
     os.makedirs(model_dir, exist_ok=True)
     schema.write_json_atomically(os.path.join(model_dir, MODEL_SPEC_FILE), {
         **(extra or {}),
-        "build_alexnet": complete_build_kwargs(build_kwargs),
+        NETWORK_KEY: network.to_json(),
         "class_names": list(class_names),
         "class_ids": list(statistics.class_ids),
         "rgb_mean": list(statistics.rgb_mean),
@@ -46,7 +53,7 @@ def statistics_of(spec):
     return DatasetStatistics(rgb_mean=tuple(spec["rgb_mean"]), rgb_eigval=tuple(spec["rgb_eigval"]),
                              rgb_eigvec=tuple(map(tuple, spec["rgb_eigvec"])),
                              label_offset=spec.get("label_offset", 0),
-                             num_classes=spec["build_alexnet"]["num_classes"],
+                             num_classes=network_of(spec).num_classes,
                              class_names=tuple(spec["class_names"]), class_ids=tuple(spec.get("class_ids", ())))
 
 
@@ -56,15 +63,15 @@ def preprocessing_of(spec):
     return spec.get("preprocessing", "paper")
 
 
-def build_kwargs_of(spec):
-    """The `build_alexnet` arguments of a model spec."""
-    return complete_build_kwargs(spec["build_alexnet"])
+def network_of(spec, *, source=MODEL_SPEC_FILE):
+    """The `AlexNetSpec` of a model spec (a field added since it was written takes its default)."""
+    return AlexNetSpec.from_json(spec[NETWORK_KEY], source=f"{source}'s {NETWORK_KEY!r}")
 
 
 def load_model(model_dir, checkpoint=None):
     """(model with restored weights, model spec, checkpoint path) of a run directory."""
     spec = read_model_spec(model_dir)
-    model = build_alexnet(**build_kwargs_of(spec))
+    model = build_alexnet(network_of(spec, source=os.path.join(model_dir, MODEL_SPEC_FILE)))
     path = checkpoint or latest_checkpoint(model_dir)
     tf.train.Checkpoint(model=model).read(path).expect_partial()
     return model, spec, path

@@ -33,18 +33,19 @@ def evaluate(config):
     with strategy.scope():
         model, spec, checkpoint = run_dir.load_model(config.model_dir, config.checkpoint)
     statistics = run_dir.statistics_of(spec)
-    num_classes = spec["build_alexnet"]["num_classes"]
-    image_size = spec["build_alexnet"]["image_size"]
+    num_classes = run_dir.network_of(spec).num_classes
+    image_size = run_dir.network_of(spec).image_size
     if config.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"Expected --batch_size to be divisible by the {strategy.num_replicas_in_sync} "
                          f"replicas. Received: {config.batch_size}")
     from pipelines import dataset as datasets
 
-    dataset = strategy.distribute_datasets_from_function(lambda context: datasets.build_dataset(
-        config.eval_files, training=False, batch_size=config.batch_size, image_size=image_size,
-        crops=config.crops, statistics=statistics, input_context=context,
-        # Ten crops are the paper's; a single crop is the one the weights were measured with.
-        preprocessing=run_dir.preprocessing_of(spec) if config.crops == 1 else "paper"))
+    dataset = strategy.distribute_datasets_from_function(lambda context: datasets.build_eval_dataset(
+        datasets.Source(config.eval_files), datasets.EvalOptions(
+            batch_size=config.batch_size, image_size=image_size, crops=config.crops, statistics=statistics,
+            input_context=context,
+            # Ten crops are the paper's; a single crop is the one the weights were measured with.
+            preprocessing=run_dir.preprocessing_of(spec) if config.crops == 1 else "paper")))
 
     def replica_step(images, labels):
         # A replica can get an empty final batch; TensorFlow's CPU conv and pooling kernels

@@ -178,7 +178,7 @@ def find_neighbors(config):
     from pipelines import dataset as datasets
 
     model, spec, checkpoint = run_dir.load_model(config.model_dir, config.checkpoint)
-    image_size = spec["build_alexnet"]["image_size"]
+    image_size = run_dir.network_of(spec).image_size
     statistics = run_dir.statistics_of(spec)
     encoded = []
     for path in config.queries:

@@ -103,7 +103,7 @@ def export_run(config):
         from alexnet_tf.weights import caffe
 
         path = config.output or os.path.join(config.model_dir, run_dir.NPY_WEIGHTS_FILE)
-        differences = caffe.export_npy(model, spec, path, overwrite=config.overwrite)
+        differences = caffe.export_npy(model, run_dir.network_of(spec), path, overwrite=config.overwrite)
         return ExportResult(path, checkpoint, tuple(differences))
     path = export_model(
         model, export_dir=config.export_dir or os.path.join(config.model_dir, run_dir.EXPORT_DIR),

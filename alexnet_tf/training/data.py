@@ -35,7 +35,7 @@ class TrainingData:
 
     def train_dataset(self, input_context=None, statistics=None, **position):
         """This input pipeline's endless training stream (a `tf.distribute.InputContext`
-        says which share); `statistics` default to the data's; `position`: build_dataset's
+        says which share); `statistics` default to the data's; `position`: `TrainOptions`'
         `start_example` and `examples_per_epoch`."""
         return self.make_train(input_context, statistics or self.statistics, **position)
 
@@ -86,8 +86,8 @@ def resolve_data(config):
         train_examples = builder.info.splits["train"].num_examples
         eval_examples = builder.info.splits["validation"].num_examples
         statistics = datasets.DatasetStatistics(num_classes=num_classes)
-        source = dict(tfds_name=config.tfds_name)
-        train_pattern = eval_pattern = config.tfds_data_dir
+        train_source = datasets.Source(config.tfds_data_dir, tfds_name=config.tfds_name)
+        eval_source = train_source
     else:
         train_pattern = config.train_files or schema.split_file_pattern(config.data_dir, schema.TRAIN_SPLIT)
         eval_pattern = config.eval_files or (
@@ -105,24 +105,25 @@ def resolve_data(config):
             logger.warning("No validation shards match %s: training without evaluation.", eval_pattern)
             eval_pattern = None
         _audit(train_pattern, eval_pattern, config.max_bad_fraction)
-        source = dict(max_bad_fraction=config.max_bad_fraction)
+        train_source, eval_source = datasets.Source(train_pattern), eval_pattern and datasets.Source(eval_pattern)
     steps = config.steps_per_epoch or (train_examples or 0) // config.batch_size
     if steps < 1:
         raise TrainingError(
             f"Cannot tell the steps per epoch: {train_examples} training examples for a batch of "
             f"{config.batch_size}. Pass --steps_per_epoch, or a smaller --batch_size.")
 
+    # uint8 crops: flip, lighting and mean happen on the device (training.steps).
+    common = dict(batch_size=config.batch_size, image_size=config.image_size, max_bad_fraction=config.max_bad_fraction,
+                  output_dtype=tf.uint8)
+
     def make_train(input_context, statistics, **position):
-        return datasets.build_dataset(
-            train_pattern, training=True, batch_size=config.batch_size, image_size=config.image_size,
-            seed=config.seed, statistics=statistics, input_context=input_context,
-            shuffle_buffer=config.shuffle_buffer, data_service=config.tf_data_service,
-            output_dtype=tf.uint8, **source, **position)  # flip, lighting, mean: on the device (training.steps)
+        return datasets.build_train_dataset(train_source, datasets.TrainOptions(
+            seed=config.seed, statistics=statistics, input_context=input_context, shuffle_buffer=config.shuffle_buffer,
+            data_service=config.tf_data_service, **common, **position))
 
     def make_eval(input_context, statistics):
-        return datasets.build_dataset(
-            eval_pattern, training=False, batch_size=config.batch_size, image_size=config.image_size,
-            statistics=statistics, input_context=input_context, output_dtype=tf.uint8, **source)
+        return datasets.build_eval_dataset(eval_source, datasets.EvalOptions(
+            statistics=statistics, input_context=input_context, **common))
 
-    return TrainingData(make_train, make_eval if eval_pattern else None, num_classes, steps, eval_examples,
+    return TrainingData(make_train, make_eval if eval_source else None, num_classes, steps, eval_examples,
                         statistics, statistics.class_names)

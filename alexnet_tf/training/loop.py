@@ -18,6 +18,7 @@ The parts live beside it by job: `config` (what a run is asked), `data` (its dat
 `plateau` (the learning-rate schedule), `strategies`, `summaries` (TensorBoard).
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -32,7 +33,7 @@ import keras
 
 from alexnet_tf.model.alexnet import build_alexnet
 from alexnet_tf.model.metrics import errors_of
-from alexnet_tf.model.optimizer import AllReduceLossScaleOptimizer, MomentumSGD, folds_every_loss
+from alexnet_tf.model.optimizer import AllReduceLossScaleOptimizer, MomentumSGD, base_optimizer, folds_every_loss
 from alexnet_tf import run_dir
 from alexnet_tf.training import strategies, summaries
 from alexnet_tf.training.config import NonFiniteLossError, TrainConfig, TrainingError, TrainResult
@@ -102,7 +103,7 @@ def build_training_objects(config, strategy, start):
     """(model, optimizer, plateau schedule) of a `RunStart` in the strategy's scope, its
     frozen layers frozen before the optimizer makes its slots."""
     with strategy.scope():
-        model = build_alexnet(**start.build_kwargs, seed=config.seed)
+        model = build_alexnet(start.network, seed=config.seed)
         freeze_layers(model, start.freeze_layers)
         # The paper's weight decay inside the update, one pass over the weights (optimizer.py).
         optimizer = MomentumSGD(learning_rate=config.learning_rate, momentum=config.momentum,
@@ -125,8 +126,29 @@ def warmup_factor(step, warmup_steps):
 
 
 def _set_learning_rate(optimizer, value):
-    inner = optimizer.inner_optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else optimizer
-    inner.learning_rate = value
+    base_optimizer(optimizer).learning_rate = value
+
+
+def _current_lr(optimizer):
+    return float(np.asarray(base_optimizer(optimizer).learning_rate))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Epochs:
+    """What every epoch of a run works with (the loop builds it once)."""
+
+    config: object
+    state: TrainingState
+    model: keras.Model
+    optimizer: object
+    plateau: PlateauSchedule
+    train_steps: object  # (iterator, count, step) -> sums (training.steps)
+    iterator: object
+    eval_step: object
+    eval_dataset: object  # distributed, or None
+    writers: dict | None
+    steps_per_epoch: int
+    sigterm: object
 
 
 def train(config, *, on_epoch_end=None):
@@ -191,7 +213,7 @@ def _train_from(config, strategy, start, on_epoch_end):
         extra = {RUN_SETTINGS_KEY: run_settings(config)}
         if start.source:
             extra["init_from"] = os.path.abspath(start.source)
-        run_dir.write_model_spec(config.model_dir, build_kwargs=start.build_kwargs, class_names=data.class_names,
+        run_dir.write_model_spec(config.model_dir, network=start.network, class_names=data.class_names,
                                  statistics=start.statistics, extra=extra)
         if config.flags_text is not None:
             schema.write_text_atomically(os.path.join(config.model_dir, run_dir.FLAGS_FILE), config.flags_text)
@@ -217,15 +239,15 @@ def _train_from(config, strategy, start, on_epoch_end):
     preempted = False
     try:
         with _SigtermFlag() as sigterm, _cluster_failures(num_workers):
+            epochs = _Epochs(config, state, model, optimizer, plateau, train_steps, iterator, eval_step,
+                             eval_dataset, writers, data.steps_per_epoch, sigterm)
             if writers and step == 0 and not config.tf_data_service:  # (a service job has one stream)
                 summaries.log_augmented_images(writers, data, start.statistics)
             while epoch < config.epochs and not bool(plateau.stopped.numpy()):
-                preempted = _train_epoch(config, state, train_steps, iterator, optimizer, writers,
-                                         data.steps_per_epoch, sigterm, epoch)
+                preempted = _train_epoch(epochs, epoch)
                 if preempted:
                     break
-                metrics = _end_epoch(config, state, plateau, optimizer, model, eval_step,
-                                     eval_dataset, writers, epoch)
+                metrics = _end_epoch(epochs, epoch)
                 epoch += 1
                 if on_epoch_end:
                     on_epoch_end(epoch, metrics)
@@ -264,8 +286,10 @@ def _training_input(config, strategy, start, step):
         lambda context: start.data.train_dataset(context, start.statistics, **position))
 
 
-def _train_epoch(config, state, train_steps, iterator, optimizer, writers, steps_per_epoch, sigterm, epoch):
+def _train_epoch(epochs, epoch):
     """Runs the rest of epoch `epoch`. Returns True if stopped by SIGTERM (state saved)."""
+    config, state, optimizer, writers = epochs.config, epochs.state, epochs.optimizer, epochs.writers
+    steps_per_epoch = epochs.steps_per_epoch
     first_step = epoch * steps_per_epoch
     done_in_epoch = int(state.step.numpy()) - first_step
     totals = np.zeros(4)
@@ -277,7 +301,7 @@ def _train_epoch(config, state, train_steps, iterator, optimizer, writers, steps
         if int(state.step.numpy()) <= warmup_steps:  # a function of the step: a resume continues the ramp
             factor = warmup_factor(int(state.step.numpy()), warmup_steps)
             _set_learning_rate(optimizer, factor * float(state.plateau.learning_rate.numpy()))
-        sums = train_steps(iterator, tf.constant(count), tf.constant(int(state.step.numpy()), tf.int64)).numpy()
+        sums = epochs.train_steps(epochs.iterator, tf.constant(count), tf.constant(int(state.step.numpy()), tf.int64)).numpy()
         if not math.isfinite(sums[0]):
             raise NonFiniteLossError(
                 f"The training loss became {sums[0] / max(sums[3], 1):g} at epoch {epoch} / step "
@@ -304,7 +328,7 @@ def _train_epoch(config, state, train_steps, iterator, optimizer, writers, steps
                     tf.summary.scalar("images_per_second", rate, step=step)
             totals = np.zeros(4)
             window_start, window_images = time.perf_counter(), 0
-        if sigterm.raised:
+        if epochs.sigterm.raised:
             state.save_backup()
             return True
         if step - last_backup >= config.backup_every_steps and done_in_epoch < steps_per_epoch:
@@ -313,18 +337,16 @@ def _train_epoch(config, state, train_steps, iterator, optimizer, writers, steps
     return False
 
 
-def _current_lr(optimizer):
-    inner = optimizer.inner_optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else optimizer
-    return float(np.asarray(inner.learning_rate))
-
-
-def _end_epoch(config, state, plateau, optimizer, model, eval_step, eval_dataset, writers, epoch):
+def _end_epoch(epochs, epoch):
+    """Validates (when the run has validation data), lets the plateau rule decide, writes the
+    summaries and the epoch's checkpoint. Returns the validation metrics ({} without)."""
+    state, plateau, writers = epochs.state, epochs.plateau, epochs.writers
     metrics = {}
-    if eval_dataset is not None:
-        metrics = evaluate_distributed(eval_step, eval_dataset, max_steps=config.eval_steps)
+    if epochs.eval_dataset is not None:
+        metrics = evaluate_distributed(epochs.eval_step, epochs.eval_dataset, max_steps=epochs.config.eval_steps)
         decision = plateau.update(metrics["top1_error"])
         if decision == "reduced":
-            _set_learning_rate(optimizer, float(plateau.learning_rate.numpy()))
+            _set_learning_rate(epochs.optimizer, float(plateau.learning_rate.numpy()))
         logger.info("epoch %d validation: loss %.4f, top-1 error %.4f, top-5 error %.4f (%s; lr %g, "
                     "%d reductions)", epoch + 1, metrics["loss"], metrics["top1_error"],
                     metrics["top5_error"], decision, plateau.learning_rate.numpy(),
@@ -339,7 +361,7 @@ def _end_epoch(config, state, plateau, optimizer, model, eval_step, eval_dataset
                 if name in metrics:
                     tf.summary.scalar(name, metrics[name], step=step)
         with writers["train"].as_default():
-            tf.summary.image("conv1_filters", summaries.conv1_filter_grid(model), step=step)
+            tf.summary.image("conv1_filters", summaries.conv1_filter_grid(epochs.model), step=step)
             tf.summary.scalar("epoch", epoch + 1, step=step)
     state.epoch.assign(epoch + 1)
     state.save_checkpoint()

@@ -16,7 +16,7 @@ Three starts, told apart before anything is built:
 
 The loop calls `plan_start` once: it checks the run directory and the layer names before
 reading any data, resolves the data, and returns a `RunStart`. The loop builds the model from
-`RunStart.build_kwargs`, freezes `RunStart.freeze_layers`, feeds `RunStart.data` with
+`RunStart.network`, freezes `RunStart.freeze_layers`, feeds `RunStart.data` with
 `RunStart.statistics`, and hands the checkpointed state to `RunStart.initialize`.
 """
 
@@ -27,6 +27,7 @@ import os
 import keras
 
 from alexnet_tf.model.alexnet import WEIGHTED_LAYERS
+from alexnet_tf.model.spec import AlexNetSpec
 from alexnet_tf import run_dir
 from alexnet_tf.training.config import TrainingError
 from alexnet_tf.training.data import resolve_data
@@ -60,7 +61,7 @@ class RunStart:
     Attributes:
       kind: "new", "resume" or "init_from" (see the module docstring).
       data: the run's `TrainingData`.
-      build_kwargs: the `build_alexnet` arguments of the run's model.
+      network: the `AlexNetSpec` of the run's model.
       statistics: the data's `DatasetStatistics`, with the input mean the weights expect.
       freeze_layers: layers that do not train.
       reinit_layers: with "init_from", the layers that get fresh weights.
@@ -70,7 +71,7 @@ class RunStart:
 
     kind: str
     data: object
-    build_kwargs: dict
+    network: AlexNetSpec
     statistics: object
     freeze_layers: tuple = ()
     reinit_layers: tuple = ()
@@ -109,30 +110,28 @@ def plan_start(config):
     if spec:
         _check_resume_settings(config, spec.get(RUN_SETTINGS_KEY))
     if not config.init_from:
-        build_kwargs = dict(num_classes=data.num_classes, image_size=config.image_size, groups=config.groups,
-                            dropout=config.dropout, lrn=config.lrn, weight_decay=config.weight_decay,
-                            init=config.init, conv_filters=tuple(config.conv_filters), fc_units=config.fc_units)
+        network = network_of_config(config, num_classes=data.num_classes)
         if spec:
-            _check_resume_network(config, run_dir.build_kwargs_of(spec), build_kwargs)
-        return RunStart(kind, data, build_kwargs, data.statistics, freeze_layers=tuple(config.freeze_layers))
+            _check_resume_network(config, run_dir.network_of(spec), network)
+        return RunStart(kind, data, network, data.statistics, freeze_layers=tuple(config.freeze_layers))
     if resuming:
         # A fine-tune resumes from its own checkpoint: its source is not read again.
         spec = run_dir.read_model_spec(config.model_dir)
-        source_kwargs, rgb_mean, source_model = run_dir.build_kwargs_of(spec), tuple(spec["rgb_mean"]), None
+        source_network, rgb_mean, source_model = run_dir.network_of(spec), tuple(spec["rgb_mean"]), None
     else:
-        source_kwargs, rgb_mean, source_model = _load_source(config.init_from)
-    _check_architecture(config, source_kwargs)
-    if "fc8" not in config.reinit_layers and source_kwargs["num_classes"] != data.num_classes:
+        source_network, rgb_mean, source_model = _load_source(config.init_from)
+    _check_architecture(config, source_network)
+    if "fc8" not in config.reinit_layers and source_network.num_classes != data.num_classes:
         raise TrainingError(
-            f"fc8 of {config.init_from} has {source_kwargs['num_classes']} classes; the data has "
+            f"fc8 of {config.init_from} has {source_network.num_classes} classes; the data has "
             f"{data.num_classes}. Keep fc8 in --reinit_layers to give it the data's classes.")
     # The source's architecture, the data's classes, the config's dropout, decay and init.
-    build_kwargs = dict(source_kwargs, num_classes=data.num_classes, dropout=config.dropout,
-                        weight_decay=config.weight_decay, init=config.init)
+    network = source_network.replace(num_classes=data.num_classes, dropout=config.dropout,
+                                     weight_decay=config.weight_decay, init=config.init)
     if resuming:
-        _check_resume_network(config, source_kwargs, build_kwargs)
+        _check_resume_network(config, source_network, network)
     statistics = dataclasses.replace(data.statistics, rgb_mean=tuple(float(v) for v in rgb_mean))
-    return RunStart(kind, data, build_kwargs, statistics, freeze_layers=tuple(config.freeze_layers),
+    return RunStart(kind, data, network, statistics, freeze_layers=tuple(config.freeze_layers),
                     reinit_layers=tuple(config.reinit_layers), source=config.init_from, source_model=source_model)
 
 
@@ -175,9 +174,15 @@ def _check_resume_settings(config, recorded):
         _refuse_resume(config, differences)
 
 
-def _check_resume_network(config, recorded_kwargs, build_kwargs):
-    differences = [(key, recorded_kwargs[key], build_kwargs[key]) for key in _NETWORK_KEYS
-                   if recorded_kwargs[key] != build_kwargs[key]]
+def network_of_config(config, *, num_classes):
+    """The `AlexNetSpec` a new run of `config` trains: its flags' fields, the paper's others."""
+    return AlexNetSpec(num_classes=num_classes, image_size=config.image_size, groups=config.groups,
+                       dropout=config.dropout, lrn=config.lrn, weight_decay=config.weight_decay, init=config.init,
+                       conv_filters=config.conv_filters, fc_units=config.fc_units)
+
+
+def _check_resume_network(config, recorded, network):
+    differences = recorded.differences(network, _NETWORK_KEYS)
     if differences:
         _refuse_resume(config, differences)
 
@@ -190,7 +195,7 @@ def freeze_layers(model, names):
 
 
 def _load_source(path):
-    """(build kwargs, RGB mean, model with the weights) of a run directory (its latest
+    """(`AlexNetSpec`, RGB mean, model with the weights) of a run directory (its latest
     checkpoint), a bvlc_alexnet .npy or a torchvision .pth."""
     if os.path.isdir(path):
         try:
@@ -198,22 +203,22 @@ def _load_source(path):
         except FileNotFoundError as error:
             raise TrainingError(f"--init_from={path}: {error}") from error
         logger.info("Initialising from %s", checkpoint)
-        return run_dir.build_kwargs_of(spec), tuple(spec["rgb_mean"]), model
+        return run_dir.network_of(spec), tuple(spec["rgb_mean"]), model
     if os.path.isfile(path):
         try:
             weights = importing.read_weights(path)
         except WeightsFileError as error:
             raise TrainingError(f"--init_from: {error}") from error
         logger.info("Initialising from the %s weights in %s", weights.preprocessing, path)
-        return weights.build_kwargs, weights.rgb_mean, weights.model
+        return weights.network, weights.rgb_mean, weights.model
     raise TrainingError(
         f"--init_from={path} is neither a run directory nor a weights file. Pass the --model_dir of a "
         "run (or of alexnet_tf.import_weights), a bvlc_alexnet .npy or a torchvision .pth.")
 
 
-def _check_architecture(config, source_kwargs):
+def _check_architecture(config, source_network):
     for field in ARCHITECTURE_FIELDS:
-        wanted, found = getattr(config, field), source_kwargs[field]
+        wanted, found = getattr(config, field), getattr(source_network, field)
         if isinstance(found, tuple):
             wanted = tuple(wanted)
         if wanted != found:

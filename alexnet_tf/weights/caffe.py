@@ -23,7 +23,8 @@ import os
 import numpy as np
 from numpy.lib import format as npy_format
 
-from alexnet_tf.model.alexnet import WEIGHTED_LAYERS, build_alexnet, complete_build_kwargs
+from alexnet_tf.model.alexnet import WEIGHTED_LAYERS, build_alexnet
+from alexnet_tf.model.spec import AlexNetSpec
 from alexnet_tf.weights.errors import WeightsFileError
 from alexnet_tf.weights.layer_weights import assign_weights
 from alexnet_tf.weights.unpickling import AllowListUnpickler
@@ -169,8 +170,8 @@ def write_npy_weights(path, weights):
 # The network of a file
 
 
-def build_kwargs_of_weights(weights, *, path="weights"):
-    """`build_alexnet` arguments of Caffe's network for these weights (widths read off the
+def network_of_weights(weights, *, path="weights"):
+    """The `AlexNetSpec` of Caffe's network for these weights (widths read off the
     file, so narrower variants load too); CaffeWeightsError names a missing layer or a
     shape that does not fit, with the expected and the found shape."""
     missing = [name for name in LAYERS if name not in weights]
@@ -198,9 +199,9 @@ def build_kwargs_of_weights(weights, *, path="weights"):
         if bias.shape != (expected[name][-1],):
             raise CaffeWeightsError(
                 f"{path}: layer {name} has a bias of shape {bias.shape}; expected ({expected[name][-1]},).")
-    return dict(num_classes=int(num_classes), image_size=CAFFE_IMAGE_SIZE, groups=int(groups),
-                conv_filters=tuple(int(f) for f in filters), fc_units=int(fc_units),
-                lrn_bias=CAFFE_LRN_BIAS, lrn_alpha=CAFFE_LRN_ALPHA, conv1_padding=CAFFE_CONV1_PADDING)
+    return AlexNetSpec(num_classes=int(num_classes), image_size=CAFFE_IMAGE_SIZE, groups=int(groups),
+                       conv_filters=tuple(int(f) for f in filters), fc_units=int(fc_units),
+                       lrn_bias=CAFFE_LRN_BIAS, lrn_alpha=CAFFE_LRN_ALPHA, conv1_padding=CAFFE_CONV1_PADDING)
 
 
 def _swap_color_order(weights):
@@ -227,20 +228,20 @@ def load_caffe_npy(path):
       CaffeWeightsError: a refused global, a missing layer or a shape that does not fit.
     """
     weights = read_npy_weights(path)
-    model = build_alexnet(**build_kwargs_of_weights(weights, path=path), name="bvlc_alexnet")
+    model = build_alexnet(network_of_weights(weights, path=path), name="bvlc_alexnet")
     assign_weights(model, weights)
     return model
 
 
 def import_caffe_npy(path):
-    """(model, every build_alexnet argument a run records) of a bvlc_alexnet file for the
+    """(model, its `AlexNetSpec`) of a bvlc_alexnet file for the
     project's RGB input: the model takes RGB images minus `CAFFE_RGB_MEAN` and computes what
     Caffe computes on the same images in BGR."""
     weights = read_npy_weights(path)
-    kwargs = complete_build_kwargs(build_kwargs_of_weights(weights, path=path))
-    model = build_alexnet(**kwargs)
+    network = network_of_weights(weights, path=path)
+    model = build_alexnet(network)
     assign_weights(model, _swap_color_order(weights))
-    return model, kwargs
+    return model, network
 
 
 def caffe_weights_of(model):
@@ -251,7 +252,7 @@ def caffe_weights_of(model):
     return _swap_color_order(weights)
 
 
-def export_npy(model, spec, path, *, overwrite=False):
+def export_npy(model, network, path, *, overwrite=False):
     """Writes a run's weights to `path` in the bvlc_alexnet layout. Returns what keeps Caffe's
     network from computing the run's function with them (`differences_from_caffe`).
 
@@ -261,13 +262,13 @@ def export_npy(model, spec, path, *, overwrite=False):
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists. Pass --overwrite to replace it, or another --output.")
     write_npy_weights(path, caffe_weights_of(model))
-    return differences_from_caffe(spec["build_alexnet"])
+    return differences_from_caffe(network)
 
 
-def differences_from_caffe(build_kwargs):
-    """What keeps Caffe's network from computing this model's function (empty: nothing)."""
-    kwargs = complete_build_kwargs(build_kwargs)
+def differences_from_caffe(network):
+    """What keeps Caffe's network from computing the function of `network` (an
+    `AlexNetSpec`) with its weights (empty: nothing)."""
     expected = dict(image_size=CAFFE_IMAGE_SIZE, lrn=True, lrn_bias=CAFFE_LRN_BIAS, lrn_alpha=CAFFE_LRN_ALPHA,
                     conv1_padding=CAFFE_CONV1_PADDING)
-    return [f"{key}={kwargs[key]!r} (Caffe: {value!r})" for key, value in expected.items()
-            if not np.allclose(kwargs[key], value, rtol=1e-6, atol=0)]
+    return [f"{key}={getattr(network, key)!r} (Caffe: {value!r})" for key, value in expected.items()
+            if not np.allclose(getattr(network, key), value, rtol=1e-6, atol=0)]

@@ -11,6 +11,7 @@ import shutil
 import tensorflow as tf
 
 from alexnet_tf import run_dir
+from alexnet_tf.model.spec import AlexNetSpec
 from alexnet_tf.weights import caffe, torchvision
 from pipelines import schema
 
@@ -30,7 +31,7 @@ class ImportedWeights:
     """A weights file in the project's network for its RGB input, and what a run records."""
 
     model: object
-    build_kwargs: dict
+    network: AlexNetSpec
     rgb_mean: tuple  # subtracted from RGB 0-255 input (std, if any, is folded into conv1)
     preprocessing: str  # the evaluation crop (`pipelines.preprocessing`)
     format: str
@@ -43,11 +44,11 @@ def read_weights(path):
       WeightsFileError: the file is refused or is neither layout (the reader says why).
     """
     if torchvision.is_pth(path):
-        model, kwargs = torchvision.import_torchvision_pth(path)
-        return ImportedWeights(model, kwargs, torchvision.TORCHVISION_RGB_MEAN, "torchvision",
+        model, network = torchvision.import_torchvision_pth(path)
+        return ImportedWeights(model, network, torchvision.TORCHVISION_RGB_MEAN, "torchvision",
                                "torchvision AlexNet state_dict .pth")
-    model, kwargs = caffe.import_caffe_npy(path)
-    return ImportedWeights(model, kwargs, caffe.CAFFE_RGB_MEAN, "caffe", "bvlc_alexnet .npy (caffe-tensorflow)")
+    model, network = caffe.import_caffe_npy(path)
+    return ImportedWeights(model, network, caffe.CAFFE_RGB_MEAN, "caffe", "bvlc_alexnet .npy (caffe-tensorflow)")
 
 
 def flag_value(value):
@@ -77,13 +78,13 @@ def _classes(path, num_classes):
     return tuple(mapping), tuple(text or synset for synset, text in mapping.items())
 
 
-def _fine_tune_flagfile(model_dir, kwargs, weights_path):
+def _fine_tune_flagfile(model_dir, network, weights_path):
     lines = [f"# Weights imported by alexnet_tf.import_weights from {weights_path}.",
              "# Fine-tune from them (the architecture flags below are the weights'):",
              "#   python -m alexnet_tf.train --flagfile=flags/finetune.flags \\",
              f"#       --flagfile={os.path.join(model_dir, 'flags.txt')} --data_dir=DIR --model_dir=NEW_DIR",
              f"--init_from={model_dir}"]
-    lines += [f"--{field}={flag_value(kwargs[field])}" for field in ARCHITECTURE_FIELDS]
+    lines += [f"--{field}={flag_value(getattr(network, field))}" for field in ARCHITECTURE_FIELDS]
     return "\n".join(lines) + "\n"
 
 
@@ -107,22 +108,22 @@ def import_weights(weights_path, model_dir, *, class_names_file=None):
     if os.path.exists(model_dir) and (not os.path.isdir(model_dir) or os.listdir(model_dir)):
         raise ImportWeightsError(f"--model_dir={model_dir} exists and is not empty. Choose a new folder.")
     weights = read_weights(weights_path)
-    model, kwargs = weights.model, weights.build_kwargs
-    class_ids, names = _classes(class_names_file, kwargs["num_classes"])
+    model, network = weights.model, weights.network
+    class_ids, names = _classes(class_names_file, network.num_classes)
     tmp = f"{model_dir}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), os.path.join(tmp, run_dir.CHECKPOINTS_DIR),
                                              max_to_keep=1, checkpoint_name="ckpt")
         checkpoint = os.path.basename(manager.save(checkpoint_number=0))
-        statistics = DatasetStatistics(rgb_mean=weights.rgb_mean, num_classes=kwargs["num_classes"],
+        statistics = DatasetStatistics(rgb_mean=weights.rgb_mean, num_classes=network.num_classes,
                                        class_names=names, class_ids=class_ids)
-        run_dir.write_model_spec(tmp, build_kwargs=kwargs, class_names=names, statistics=statistics,
+        run_dir.write_model_spec(tmp, network=network, class_names=names, statistics=statistics,
                                  preprocessing=weights.preprocessing, extra={
             IMPORTED_FROM: {"weights": os.path.abspath(weights_path), "format": weights.format,
                             "class_names_file": class_names_file and os.path.abspath(class_names_file)}})
         schema.write_text_atomically(os.path.join(tmp, run_dir.FLAGS_FILE),
-                                      _fine_tune_flagfile(model_dir, kwargs, os.path.abspath(weights_path)))
+                                      _fine_tune_flagfile(model_dir, network, os.path.abspath(weights_path)))
         if os.path.isdir(model_dir):
             os.rmdir(model_dir)  # empty (checked above)
         os.rename(tmp, model_dir)

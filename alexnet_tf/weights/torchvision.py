@@ -29,7 +29,8 @@ import zipfile
 
 import numpy as np
 
-from alexnet_tf.model.alexnet import WEIGHTED_LAYERS, build_alexnet, complete_build_kwargs
+from alexnet_tf.model.alexnet import WEIGHTED_LAYERS, build_alexnet
+from alexnet_tf.model.spec import AlexNetSpec
 from alexnet_tf.weights.layer_weights import assign_weights
 from alexnet_tf.weights.errors import WeightsFileError
 from alexnet_tf.weights.unpickling import AllowListUnpickler
@@ -174,7 +175,8 @@ def read_pth_state_dict(path):
     if not head.startswith(_ZIP_MAGIC):
         legacy = False
         try:  # the legacy format's first pickle is one integer: safe to read with no globals at all
-            legacy = _NoGlobalsUnpickler(io.BytesIO(open(path, "rb").read(64))).load() == _LEGACY_MAGIC
+            legacy = AllowListUnpickler(io.BytesIO(open(path, "rb").read(64)), path=path, allowed={},
+                                        error=TorchvisionWeightsError, holds="tensors").load() == _LEGACY_MAGIC
         except Exception:
             pass
         raise TorchvisionWeightsError(
@@ -208,17 +210,12 @@ def read_pth_state_dict(path):
     return state
 
 
-class _NoGlobalsUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        raise pickle.UnpicklingError(f"global {module}.{name}")
-
-
 # ---------------------------------------------------------------------------------------
 # The network of a state_dict
 
 
 def weights_of_state_dict(state, *, path="weights"):
-    """{layer: (kernel, bias)} in the project's layout, and the `build_alexnet` arguments of
+    """{layer: (kernel, bias)} in the project's layout, and the `AlexNetSpec` of
     torchvision's network with these widths. TorchvisionWeightsError names a missing key or
     a shape that does not fit, with the expected and the found shape."""
     prefix = "module." if all(key.startswith("module.") for key in state) else ""  # saved from DataParallel
@@ -254,11 +251,11 @@ def weights_of_state_dict(state, *, path="weights"):
         else:
             kernel = kernel.T
         weights[name] = (np.ascontiguousarray(kernel), np.asarray(bias, np.float32))
-    kwargs = dict(num_classes=int(num_classes), image_size=TORCHVISION_IMAGE_SIZE, groups=1, lrn=False,
-                  conv1_padding=TORCHVISION_CONV1_PADDING, conv_filters=tuple(int(f) for f in filters),
-                  fc_units=int(fc_units), dropout_inputs_of=TORCHVISION_DROPOUT_INPUTS_OF,
-                  adaptive_pool_size=TORCHVISION_POOL_SIZE)
-    return weights, kwargs
+    network = AlexNetSpec(num_classes=int(num_classes), image_size=TORCHVISION_IMAGE_SIZE, groups=1, lrn=False,
+                          conv1_padding=TORCHVISION_CONV1_PADDING, conv_filters=tuple(int(f) for f in filters),
+                          fc_units=int(fc_units), dropout_inputs_of=TORCHVISION_DROPOUT_INPUTS_OF,
+                          adaptive_pool_size=TORCHVISION_POOL_SIZE)
+    return weights, network
 
 
 def load_torchvision_pth(path, *, image_size=TORCHVISION_IMAGE_SIZE):
@@ -276,8 +273,8 @@ def load_torchvision_pth(path, *, image_size=TORCHVISION_IMAGE_SIZE):
     Raises:
       TorchvisionWeightsError: a refused global, a missing key or a shape that does not fit.
     """
-    weights, kwargs = weights_of_state_dict(read_pth_state_dict(path), path=path)
-    model = build_alexnet(**dict(kwargs, image_size=image_size), name="torchvision_alexnet")
+    weights, network = weights_of_state_dict(read_pth_state_dict(path), path=path)
+    model = build_alexnet(network.replace(image_size=image_size), name="torchvision_alexnet")
     assign_weights(model, weights)
     return model
 
@@ -293,10 +290,9 @@ def _fold_normalization(weights):
 
 
 def import_torchvision_pth(path):
-    """(model, every build_alexnet argument a run records) of a torchvision .pth for the
+    """(model, its `AlexNetSpec`) of a torchvision .pth for the
     project's input: RGB 0-255 minus `TORCHVISION_RGB_MEAN` (the std folded into conv1)."""
-    weights, kwargs = weights_of_state_dict(read_pth_state_dict(path), path=path)
-    kwargs = complete_build_kwargs(kwargs)
-    model = build_alexnet(**kwargs)
+    weights, network = weights_of_state_dict(read_pth_state_dict(path), path=path)
+    model = build_alexnet(network)
     assign_weights(model, _fold_normalization(weights))
-    return model, kwargs
+    return model, network

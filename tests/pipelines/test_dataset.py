@@ -286,3 +286,25 @@ def test_uint8_output_is_the_crops_before_flip_lighting_and_mean(shards):
         np.testing.assert_array_equal(crops.astype(np.float32) - mean, images)
     with pytest.raises(ValueError, match="Expected output_dtype tf.float32 or tf.uint8. Received: float16"):
         build_dataset(_pattern(shards), training=True, output_dtype=tf.float16, **common)
+
+
+def test_the_two_builders_are_what_build_dataset_fronts(shards):
+    from pipelines import EvalOptions, Source, TrainOptions, build_eval_dataset, build_train_dataset
+
+    source = Source(_pattern(shards))
+    direct = build_train_dataset(source, TrainOptions(batch_size=4, image_size=48, seed=5, start_example=8))
+    front = build_dataset(_pattern(shards), training=True, batch_size=4, image_size=48, seed=5, start_example=8,
+                          crops=1, preprocessing="paper")  # evaluation's keywords at their defaults: ignored
+    for (x1, y1), (x2, y2) in zip(_take(direct, 3), _take(front, 3)):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    ten = build_eval_dataset(Source(_pattern(shards, "validation")), EvalOptions(batch_size=3, image_size=48, crops=10))
+    assert ten.element_spec[0].shape.as_list() == [None, 10, 48, 48, 3]
+    with pytest.raises(ValueError, match="Expected crops to be 1 or 10. Received: crops=5"):
+        EvalOptions(batch_size=3, crops=5)
+    with pytest.raises(ValueError, match="'caffe' is a single-crop evaluation geometry"):
+        EvalOptions(batch_size=3, crops=10, preprocessing="caffe")
+    with pytest.raises(ValueError, match="Expected batch_size >= 1. Received: 0"):
+        TrainOptions(batch_size=0)
+    # A seedless pipeline draws one seed, used by its crops, flips and order alike.
+    assert isinstance(TrainOptions(batch_size=2).seed, int)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import build_alexnet
+from alexnet_tf import AlexNetSpec, build_alexnet
 from alexnet_tf import run_dir
 from alexnet_tf.serving import saved_model
 from pipelines import DatasetStatistics, schema
@@ -44,9 +44,9 @@ def _builtin_ops(path):
 def wide_run(tmp_path_factory):
     """A run directory whose weights dominate its size (fc 512): for the quantized size."""
     model_dir = str(tmp_path_factory.mktemp("wide") / "run")
-    kwargs = dict(num_classes=5, image_size=64, conv_filters=(16, 32, 32, 32, 32), fc_units=512, init="he")
-    model = build_alexnet(**kwargs, seed=0)
-    run_dir.write_model_spec(model_dir, build_kwargs=kwargs, class_names=(), statistics=DatasetStatistics())
+    network = AlexNetSpec(num_classes=5, image_size=64, conv_filters=(16, 32, 32, 32, 32), fc_units=512, init="he")
+    model = build_alexnet(network, seed=0)
+    run_dir.write_model_spec(model_dir, network=network, class_names=(), statistics=DatasetStatistics())
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), os.path.join(model_dir, run_dir.CHECKPOINTS_DIR),
                                max_to_keep=1, checkpoint_name="ckpt").save(checkpoint_number=0)
     return model_dir

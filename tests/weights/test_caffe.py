@@ -45,8 +45,8 @@ def test_full_size_bvlc_alexnet_loads_exactly(tmp_path):
 
 def test_imported_model_takes_rgb_minus_the_recorded_mean(tmp_path):
     blobs = write_caffe_file(tmp_path / "w.npy")
-    model, kwargs = caffe.import_caffe_npy(str(tmp_path / "w.npy"))
-    assert kwargs["lrn_bias"] == 1.0 and kwargs["lrn_alpha"] == pytest.approx(2e-5)
+    model, network = caffe.import_caffe_npy(str(tmp_path / "w.npy"))
+    assert network.lrn_bias == 1.0 and network.lrn_alpha == pytest.approx(2e-5)
     bgr, _, nchw = caffe_input()
     rgb = bgr[..., ::-1] - np.asarray(caffe.CAFFE_RGB_MEAN, np.float32)
     expected = caffe_forward(blobs, nchw)
@@ -77,7 +77,7 @@ def test_python2_style_pickle_and_dict_layers_load(tmp_path):
         pickle.dump(np.array(layers, dtype=object), f, protocol=2)
     weights = caffe.read_npy_weights(str(path))
     np.testing.assert_array_equal(weights["fc8"][0], layers[b"fc8"]["weights"])
-    assert caffe.build_kwargs_of_weights(weights)["conv_filters"] == TINY_FILTERS
+    assert caffe.network_of_weights(weights).conv_filters == TINY_FILTERS
 
 
 class _Python2Pickler(pickle._Pickler):
@@ -164,10 +164,10 @@ def test_missing_layers_and_wrong_shapes_are_named(tmp_path):
     weights = to_caffe_tensorflow_layout(random_caffe_blobs())
     without_fc7 = {k: v for k, v in weights.items() if k != "fc7"}
     with pytest.raises(caffe.CaffeWeightsError, match="missing layer.*fc7"):
-        caffe.build_kwargs_of_weights(without_fc7)
+        caffe.network_of_weights(without_fc7)
     wrong = dict(weights, conv3=(np.zeros((3, 3, 15, 12), np.float32), weights["conv3"][1]))
     with pytest.raises(caffe.CaffeWeightsError, match=r"conv3 has a kernel of shape \(3, 3, 15, 12\); expected \(3, 3, 16, 12\)"):
-        caffe.build_kwargs_of_weights(wrong)
+        caffe.network_of_weights(wrong)
     np.save(tmp_path / "floats.npy", np.zeros(3))
     with pytest.raises(caffe.CaffeWeightsError, match="floats.npy.*dtype '<f8'"):
         caffe.read_npy_weights(str(tmp_path / "floats.npy"))

@@ -78,12 +78,12 @@ def test_export_npy_round_trips_and_warns_when_caffe_would_differ(imported_run, 
             np.testing.assert_array_equal(again[name][part], original[name][part], err_msg=name)
     model, spec, _ = run_dir.load_model(imported_run)
     with pytest.raises(FileExistsError, match="exists. Pass --overwrite"):
-        caffe.export_npy(model, spec, str(out))
+        caffe.export_npy(model, run_dir.network_of(spec), str(out))
     # A run of the paper's network: its weights (conv1 in Caffe's BGR order), and what makes
     # Caffe's network compute another function with them.
     paper = tmp_path / "paper.npy"
     model, spec, _ = run_dir.load_model(trained_run)
-    differences = caffe.export_npy(model, spec, str(paper))
+    differences = caffe.export_npy(model, run_dir.network_of(spec), str(paper))
     assert "lrn_bias=2.0 (Caffe: 1.0)" in differences and "image_size=64 (Caffe: 227)" in differences
     weights = caffe.read_npy_weights(str(paper))
     np.testing.assert_array_equal(weights["conv1"][0], model.get_layer("conv1").kernel.numpy()[:, :, ::-1, :])

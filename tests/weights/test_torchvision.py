@@ -65,10 +65,10 @@ def test_logits_equal_pytorchs_at_224_and_through_the_adaptive_pool(reference):
 
 def test_fc6_rows_come_from_pytorchs_chw_order(reference):
     # Read in (H, W, C) order as if it were ours, fc6 computes another function: the reorder matters.
-    weights, kwargs = torchvision.weights_of_state_dict(torchvision.read_pth_state_dict(TINY_PTH))
+    weights, network = torchvision.weights_of_state_dict(torchvision.read_pth_state_dict(TINY_PTH))
     state = torchvision.read_pth_state_dict(TINY_PTH)
     naive = dict(weights, fc6=(np.ascontiguousarray(state["classifier.1.weight"].T), weights["fc6"][1]))
-    model = alexnet_tf.build_alexnet(**kwargs)
+    model = alexnet_tf.build_alexnet(network)
     from alexnet_tf.weights import assign_weights
 
     assign_weights(model, naive)
@@ -77,8 +77,8 @@ def test_fc6_rows_come_from_pytorchs_chw_order(reference):
 
 
 def test_the_import_folds_normalisation_into_conv1(reference):
-    model, kwargs = torchvision.import_torchvision_pth(TINY_PTH)
-    assert kwargs["adaptive_pool_size"] == 6 and kwargs["dropout_inputs_of"] == ("fc6", "fc7")
+    model, network = torchvision.import_torchvision_pth(TINY_PTH)
+    assert network.adaptive_pool_size == 6 and network.dropout_inputs_of == ("fc6", "fc7")
     rgb_minus_mean = reference["torchvision_pixels"].astype(np.float32) - np.asarray(torchvision.TORCHVISION_RGB_MEAN,
                                                                                        np.float32)
     _assert_logits_equal(model(rgb_minus_mean, training=False).numpy(), reference["torchvision_logits"])
