@@ -70,7 +70,7 @@ _MAX_BAD_FRACTION = flags.DEFINE_float(
     lower_bound=0.0, upper_bound=1.0)
 _MOMENTUM = flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0.0, upper_bound=1.0)
 _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 5e-4, "The paper's weight decay (L2 through momentum).", lower_bound=0.0)
-_PLATEAU_FACTOR = flags.DEFINE_float("plateau_factor", 0.1, "Learning-rate multiplier on a plateau.", lower_bound=0.0, upper_bound=1.0)
+_PLATEAU_FACTOR = flags.DEFINE_float("plateau_factor", 0.1, "Learning-rate multiplier on a plateau, 0 < f < 1.")
 _PLATEAU_PATIENCE = flags.DEFINE_integer("plateau_patience", 1, "Epochs without improvement before a reduction.", lower_bound=1)
 _PLATEAU_MIN_DELTA = flags.DEFINE_float("plateau_min_delta", 0.0, "Smallest top-1 error improvement that counts.", lower_bound=0.0)
 _PLATEAU_COOLDOWN = flags.DEFINE_integer("plateau_cooldown", 0, "Epochs after a reduction without another.", lower_bound=0)
@@ -96,7 +96,7 @@ _NUM_VIRTUAL_CPUS = flags.DEFINE_integer("num_virtual_cpus", 0, "Split the CPU i
 _MIXED_PRECISION = flags.DEFINE_enum("mixed_precision", "none", ["none", "float16", "bfloat16"], "Keras mixed-precision policy.")
 _JIT_COMPILE = flags.DEFINE_bool("jit_compile", False, "Compile the replica step with XLA (off: 1.3x slower on CPU).")
 _STEPS_PER_EXECUTION = flags.DEFINE_integer("steps_per_execution", 1, "Steps per tf.function call.", lower_bound=1)
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of initial weights, data order and augmentation.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of initial weights, data order and augmentation.", lower_bound=0)
 _SHUFFLE_BUFFER = flags.DEFINE_integer("shuffle_buffer", 10_000, "Examples in the shuffle buffer.", lower_bound=1)
 _KEEP_CHECKPOINTS = flags.DEFINE_integer("keep_checkpoints", 3, "Epoch checkpoints kept.", lower_bound=1)
 _BACKUP_EVERY_STEPS = flags.DEFINE_integer("backup_every_steps", 100, "Steps between restart backups.", lower_bound=1)
@@ -111,6 +111,11 @@ configs.require_local_paths("model_dir")
 @flags.validator("conv_filters", "Expected 5 positive integers (conv1..conv5), e.g. 96,256,384,384,256.")
 def _check_conv_filters(value):
     return len(value) == 5 and all(v.isdigit() and int(v) > 0 for v in value)
+
+
+@flags.validator("plateau_factor", "Expected 0 < --plateau_factor < 1 (the paper divides by 10: 0.1).")
+def _check_plateau_factor(value):
+    return 0.0 < value < 1.0
 
 
 @flags.multi_flags_validator(
@@ -139,6 +144,13 @@ def _validate():
         raise app.UsageError(f"Expected --tf_data_service=grpc://HOST:PORT. Received: {_TF_DATA_SERVICE.value!r}")
     if _SYNTHETIC.value and not _NUM_CLASSES.value:
         raise app.UsageError("--synthetic needs --num_classes (e.g. 1000).")
+    from alexnet_tf.model.spec import AlexNetSpec
+
+    try:  # the network the flags describe, checked as the library will (classes come later)
+        AlexNetSpec(image_size=_IMAGE_SIZE.value, groups=_GROUPS.value, dropout=_DROPOUT.value, init=_INIT.value,
+                    conv_filters=[int(v) for v in _CONV_FILTERS.value], fc_units=_FC_UNITS.value)
+    except ValueError as error:
+        raise app.UsageError(f"The architecture flags do not make a network: {error}") from None
 
 
 def main(argv):

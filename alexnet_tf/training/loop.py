@@ -35,12 +35,12 @@ from alexnet_tf.model.alexnet import build_alexnet
 from alexnet_tf.model.metrics import errors_of
 from alexnet_tf.model.optimizer import AllReduceLossScaleOptimizer, MomentumSGD, base_optimizer, folds_every_loss
 from alexnet_tf import run_dir
-from alexnet_tf.training import strategies, summaries
+from alexnet_tf.training import schedule, strategies, summaries
 from alexnet_tf.training.config import NonFiniteLossError, TrainConfig, TrainingError, TrainResult
 from alexnet_tf.training.plateau import PlateauSchedule
 from alexnet_tf.training.start import RUN_SETTINGS_KEY, freeze_layers, plan_start, run_settings
 from alexnet_tf.training.state import TrainingState, write_dir_of
-from alexnet_tf.training.steps import evaluate_distributed, make_steps
+from alexnet_tf.training.steps import evaluate_distributed, make_steps, warmup_factor
 from pipelines import schema
 
 __all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "TrainingError", "build_training_objects", "train"]
@@ -119,12 +119,6 @@ def build_training_objects(config, strategy, start):
     return model, optimizer, plateau
 
 
-def warmup_factor(step, warmup_steps):
-    """The warm-up's share of the rate for the step after `step` steps: (step + 1) /
-    warmup_steps, up to 1 (1 without a warm-up)."""
-    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
-
-
 def _set_learning_rate(optimizer, value):
     base_optimizer(optimizer).learning_rate = value
 
@@ -188,8 +182,8 @@ def _train(config, on_epoch_end):
         run_dir.check_local_path(config.model_dir)
     except ValueError as error:
         raise TrainingError(str(error)) from None
-    start = plan_start(config)  # reads model_dir, writes nothing
-    # One trainer per run directory: the chief holds its lock until the run ends.
+    # One trainer per run directory: the chief holds its lock from before it looks at the
+    # directory until the run ends, so no other trainer plans from what it is changing.
     lock = run_dir.RunDirLock(config.model_dir) if strategies.is_chief(strategy) else None
     if lock:
         try:
@@ -197,6 +191,7 @@ def _train(config, on_epoch_end):
         except run_dir.RunDirInUseError as error:
             raise TrainingError(str(error)) from None
     try:
+        start = plan_start(config)  # reads model_dir, writes nothing
         return _train_from(config, strategy, start, on_epoch_end)
     finally:
         if lock:
@@ -209,29 +204,30 @@ def _train_from(config, strategy, start, on_epoch_end):
     num_workers, _ = strategies.worker_position(strategy)
     write_dir, scratch = write_dir_of(config.model_dir, strategy)
     chief = scratch is None
-    if chief:
-        extra = {RUN_SETTINGS_KEY: run_settings(config)}
-        if start.source:
-            extra["init_from"] = os.path.abspath(start.source)
-        run_dir.write_model_spec(config.model_dir, network=start.network, class_names=data.class_names,
-                                 statistics=start.statistics, extra=extra)
-        if config.flags_text is not None:
-            schema.write_text_atomically(os.path.join(config.model_dir, run_dir.FLAGS_FILE), config.flags_text)
     state = TrainingState(model=model, optimizer=optimizer, plateau=plateau,
                           write_dir=write_dir, model_dir=config.model_dir, keep=config.keep_checkpoints)
+    # Nothing in model_dir changes before the restore succeeded (a refused resume leaves
+    # flags.txt and model_spec.json as the run wrote them).
     restored = start.initialize(state)
     epoch, step = int(state.epoch.numpy()), int(state.step.numpy())
     if restored:
         logger.info("Resuming from %s: epoch %d / step %d (learning rate %g, %d reductions)",
                     restored, epoch, step, plateau.learning_rate.numpy(), plateau.reductions.numpy())
+        schedule.resume(config, plateau, state.schedule, epoch=epoch)
+    else:
+        state.schedule.record_settings(config)
+    if chief:
+        _write_run_files(config, start)
     finished = _finished_results(config, epoch, plateau) if restored else None
     if finished is not None:
         return TrainResult(epoch, step, bool(plateau.stopped.numpy()), False, finished, chief=chief,
                            already_finished=True)
-    _set_learning_rate(optimizer, float(plateau.learning_rate.numpy()))
+    warmup_steps = round(config.warmup_epochs * data.steps_per_epoch)
+    _set_learning_rate(optimizer, float(plateau.learning_rate.numpy()) * warmup_factor(step, warmup_steps))
     iterator = iter(_training_input(config, strategy, start, step))
     train_steps, eval_step = make_steps(model=model, optimizer=optimizer, strategy=strategy, config=config,
-                                        statistics=start.statistics)
+                                        statistics=start.statistics, learning_rate=plateau.learning_rate,
+                                        warmup_steps=warmup_steps)
     writers = summaries.create_writers(write_dir) if chief else None
     eval_dataset = strategy.distribute_datasets_from_function(
         lambda context: data.eval_dataset(context, start.statistics)) if data.has_eval else None
@@ -273,6 +269,18 @@ def _train_from(config, strategy, start, on_epoch_end):
     return TrainResult(epoch, int(state.step.numpy()), bool(plateau.stopped.numpy()), False, final, chief=chief)
 
 
+def _write_run_files(config, start):
+    """model_spec.json (the network, classes, statistics and what a resume must keep) and
+    flags.txt (the resolved flags), atomically."""
+    extra = {RUN_SETTINGS_KEY: run_settings(config)}
+    if start.source:
+        extra["init_from"] = os.path.abspath(start.source)
+    run_dir.write_model_spec(config.model_dir, network=start.network, class_names=start.data.class_names,
+                             statistics=start.statistics, extra=extra)
+    if config.flags_text is not None:
+        schema.write_text_atomically(os.path.join(config.model_dir, run_dir.FLAGS_FILE), config.flags_text)
+
+
 def _training_input(config, strategy, start, step):
     """The strategy's distributed input (each replica's batch prefetched to its device), from
     where the run stands: every worker's stream is a function of the seed and its position,
@@ -295,12 +303,9 @@ def _train_epoch(epochs, epoch):
     totals = np.zeros(4)
     window_start, window_images = time.perf_counter(), 0
     last_backup = int(state.step.numpy())
-    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     while done_in_epoch < steps_per_epoch:
         count = min(config.steps_per_execution, steps_per_epoch - done_in_epoch)
-        if int(state.step.numpy()) <= warmup_steps:  # a function of the step: a resume continues the ramp
-            factor = warmup_factor(int(state.step.numpy()), warmup_steps)
-            _set_learning_rate(optimizer, factor * float(state.plateau.learning_rate.numpy()))
+        # Each step's rate is set inside the call, from the plateau's rate and the step.
         sums = epochs.train_steps(epochs.iterator, tf.constant(count), tf.constant(int(state.step.numpy()), tf.int64)).numpy()
         if not math.isfinite(sums[0]):
             raise NonFiniteLossError(
@@ -346,6 +351,7 @@ def _end_epoch(epochs, epoch):
         metrics = evaluate_distributed(epochs.eval_step, epochs.eval_dataset, max_steps=epochs.config.eval_steps)
         decision = plateau.update(metrics["top1_error"])
         if decision == "reduced":
+            state.schedule.record_reduction(int(state.step.numpy()))
             _set_learning_rate(epochs.optimizer, float(plateau.learning_rate.numpy()))
         logger.info("epoch %d validation: loss %.4f, top-1 error %.4f, top-5 error %.4f (%s; lr %g, "
                     "%d reductions)", epoch + 1, metrics["loss"], metrics["top1_error"],
@@ -391,14 +397,15 @@ def _finished_results(config, epoch, plateau):
     final = results.get("final_validation") or {}
     if {"top1_error", "top5_error", "num_examples"} <= set(final):
         _print_final(final)
-    why = "the plateau rule stopped it" if bool(plateau.stopped.numpy()) else f"--epochs={config.epochs} are done"
-    print(f"This run is finished ({why}): nothing was trained, evaluated or exported. Train longer with a "
-          f"larger --epochs; export again with python -m alexnet_tf.export --model_dir={config.model_dir}")
+    print(f"This run is finished: {schedule.finished_message(config, epoch=epoch, plateau=plateau)}. Nothing "
+          f"was trained, evaluated or exported; export again with python -m alexnet_tf.export "
+          f"--model_dir={config.model_dir}")
     return final
 
 
 def _write_results(model_dir, epoch, state, plateau, final):
     schema.write_json_atomically(os.path.join(model_dir, run_dir.RESULTS_FILE), {
-        "epochs_done": epoch, "steps_done": int(state.step.numpy()), "plateau": plateau.state(),
+        "epochs_done": epoch, "steps_done": int(state.step.numpy()),
+        "plateau": dict(plateau.state(), reduction_steps=state.schedule.reductions()),
         "final_validation": final})
 

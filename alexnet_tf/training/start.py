@@ -38,14 +38,22 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("new", "resume", "init_from")
 
-# What a resume must keep: the network, the data, and the order through it (the checkpointed
-# input position means nothing with another batch, seed or shuffle buffer). Everything else
-# may change on a resume (epochs and steps per epoch, which move only where epochs end; the
-# learning-rate recipe, logging, backups, evaluation steps, strategy and device flags) and
-# is recorded in flags.txt.
+# What a resume must keep, derived from what the checkpoint and the input stream depend on:
+# - the checkpoint's structure: the network (image_size ... num_classes), the layers that
+#   train (freeze_layers: a frozen layer has no optimizer slots) and the precision
+#   (mixed_precision: float16 adds the loss scale's state, and the weights' numerics change);
+# - the data stream, a function of the data, the seed and the position: the data source,
+#   batch_size, seed, shuffle_buffer, steps_per_epoch (each epoch uses steps_per_epoch x
+#   batch of its shuffled records, and the epoch of a step is step // steps_per_epoch) and
+#   tf_data_service (a service stream has no position to resume);
+# - where the weights came from (init_from).
+# Everything else may change on a resume (epochs; the learning-rate recipe, applied from the
+# resumed step on by training.schedule; logging, backups, evaluation steps, strategy and
+# device flags) and is recorded in flags.txt.
 RESUME_FIXED_FIELDS = ("image_size", "groups", "lrn", "conv_filters", "fc_units", "num_classes", "batch_size",
                        "data_dir", "train_files", "eval_files", "tfds_name", "tfds_data_dir", "synthetic",
-                       "init_from", "seed", "shuffle_buffer")
+                       "init_from", "seed", "shuffle_buffer", "steps_per_epoch", "freeze_layers", "mixed_precision",
+                       "tf_data_service")
 _PATH_FIELDS = ("data_dir", "train_files", "eval_files", "tfds_data_dir", "init_from")
 # model_spec.json's record of them.
 RUN_SETTINGS_KEY = "run_settings"
@@ -160,8 +168,9 @@ def _refuse_resume(config, differences):
         f"{config.model_dir} holds a run that was started with other settings, and a resume must keep "
         f"them (they fix the run's network, its data or its order through the data):\n{lines}\n"
         f"Nothing was written. Resume with the run's own values (--flagfile={flagfile}, then only flags "
-        "that may change: --epochs, --learning_rate, --log_every_steps, --backup_every_steps, --eval_steps, "
-        "--strategy, ...), or train into a new --model_dir.")
+        "that may change: --epochs, --learning_rate, --warmup_epochs, the --plateau_* flags, "
+        "--max_lr_reductions, --log_every_steps, --backup_every_steps, --eval_steps, --strategy, ...), or "
+        "train into a new --model_dir.")
 
 
 def _check_resume_settings(config, recorded):

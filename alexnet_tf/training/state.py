@@ -1,7 +1,7 @@
-"""The training state on disk: one `tf.train.Checkpoint` of model, optimizer, counters and
-plateau schedule, saved to `backup/` (restart state) and `checkpoints/` (one per epoch), and
+"""The training state on disk: one `tf.train.Checkpoint` of model, optimizer, counters,
+plateau rule and schedule record (`training.schedule`), saved to `backup/` (restart state) and `checkpoints/` (one per epoch), and
 restored from the newest readable one. No input state: the input stream is a function of
-the run's seed and the step (`pipelines.build_dataset(start_example=...)`), so a checkpoint
+the run's seed and the step (`pipelines.TrainOptions(start_example=...)`), so a checkpoint
 is the weights and optimizer slots alone."""
 
 import logging
@@ -13,6 +13,7 @@ import tensorflow as tf
 from alexnet_tf import run_dir
 from alexnet_tf.training import strategies
 from alexnet_tf.training.config import NonFiniteLossError, TrainingError
+from alexnet_tf.training.schedule import ScheduleRecord
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,12 @@ class TrainingState:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.plateau = plateau
+        self.schedule = ScheduleRecord()
         self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, plateau=plateau, epoch=self.epoch, step=self.step,
+            schedule=self.schedule)
+        # Checkpoints written before the schedule was recorded: everything but the record.
+        self._without_schedule = tf.train.Checkpoint(
             model=model, optimizer=optimizer, plateau=plateau, epoch=self.epoch, step=self.step)
         self.model_dir = model_dir
         self.checkpoints = tf.train.CheckpointManager(
@@ -56,7 +62,7 @@ class TrainingState:
         failures = []
         for path in ordered:
             try:
-                self.checkpoint.read(path).assert_existing_objects_matched().expect_partial()
+                self._checkpoint_of(path).read(path).assert_existing_objects_matched().expect_partial()
                 return path
             except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
                 reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
@@ -70,6 +76,10 @@ class TrainingState:
                 "directory); if the files are damaged (a full disk, a copy cut short), restore them "
                 "from a backup copy; or train into a new --model_dir.")
         return None
+
+    def _checkpoint_of(self, path):
+        names = (name for name, _ in tf.train.list_variables(path))
+        return self.checkpoint if any(name.startswith("schedule/") for name in names) else self._without_schedule
 
     def save_backup(self):
         self._check_finite()

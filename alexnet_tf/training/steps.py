@@ -15,7 +15,7 @@ import tensorflow as tf
 import keras
 
 from alexnet_tf.model import metrics
-from alexnet_tf.model.optimizer import losses_to_differentiate
+from alexnet_tf.model.optimizer import base_optimizer, losses_to_differentiate
 from pipelines import augment, constants
 
 
@@ -43,10 +43,24 @@ def make_device_inputs(statistics, *, seed, num_replicas, lighting_stddev=consta
     return train_inputs, eval_inputs
 
 
-def make_steps(*, model, optimizer, strategy, config, statistics=None):
+def warmup_factor(step, warmup_steps):
+    """The warm-up's share of the rate for the step after `step` steps: (step + 1) /
+    warmup_steps, up to 1 (1 without a warm-up). Python numbers or tensors."""
+    if warmup_steps <= 0:
+        return 1.0
+    if isinstance(step, (int, float)):
+        return min(1.0, (step + 1) / warmup_steps)
+    return tf.minimum(tf.constant(1.0, tf.float64), tf.cast(step + 1, tf.float64) / warmup_steps)
+
+
+def make_steps(*, model, optimizer, strategy, config, statistics=None, learning_rate=None, warmup_steps=0):
     """(train_steps(iterator, num_steps, first_step), eval_step(images, labels)).
 
-    `statistics` (the mean and PCA of the data) are needed for uint8 batches."""
+    `statistics` (the mean and PCA of the data) are needed for uint8 batches. With
+    `learning_rate` (a float64 variable: the plateau rule's rate), every step's rate is set
+    inside the compiled function before that step, `learning_rate x warmup_factor(step,
+    warmup_steps)`: a function of the recorded state and the step, exact whatever the number of
+    steps per call."""
     loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     if statistics is None:
         from pipelines.dataset import DatasetStatistics
@@ -84,13 +98,18 @@ def make_steps(*, model, optimizer, strategy, config, statistics=None):
 
     replica_step = _maybe_jit(lambda batch, step: replica_train_step(*batch, step), config.jit_compile)
 
+    rate = base_optimizer(optimizer).learning_rate if learning_rate is not None else None
+
     @tf.function  # XLA (--jit_compile) compiles the replica step inside
     def train_steps(iterator, num_steps, first_step=tf.constant(0, tf.int64)):
         totals = tf.zeros([4], tf.float64)
         for i in tf.range(num_steps):
+            step = first_step + tf.cast(i, tf.int64)
+            if rate is not None:
+                rate.assign(tf.cast(learning_rate * warmup_factor(step, warmup_steps), rate.dtype))
             # Each replica's own batch, already on its device (the strategy's distributed input).
             batch = next(iterator)
-            sums = strategy.run(replica_step, args=(batch, first_step + tf.cast(i, tf.int64)))
+            sums = strategy.run(replica_step, args=(batch, step))
             totals += strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None)
         return totals
 

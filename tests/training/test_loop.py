@@ -153,6 +153,11 @@ def test_cli_flag_errors_exit_1_naming_the_flag(tmp_path, tiny_dataset):
     cases = [([*base, "--strategy=fastest"], ["strategy", "fastest"]),
              ([*base, "--batch_size=0"], ["batch_size"]),
              ([*base, "--conv_filters=96,256"], ["conv_filters"]),
+             # Values the flag's type allows but the library does not: refused as flags.
+             ([*base, "--plateau_factor=0"], ["plateau_factor"]),
+             ([*base, "--plateau_factor=1"], ["plateau_factor"]),
+             ([*base, "--seed=-1"], ["seed"]),
+             ([*base, "--groups=5"], ["groups=5", "do not make a network"]),
              ([f"--data_dir={tiny_dataset}"], ["--model_dir"]),
              ([f"--model_dir={tmp_path}"], ["No data"]),
              ([f"--flagfile={flagfile}", f"--model_dir={tmp_path / 'run'}"], ["lerning_rate"])]
@@ -307,7 +312,7 @@ def test_one_trainer_per_run_directory(tmp_path, tiny_dataset):
 
 def test_warmup_ramps_the_rate_per_step_and_resumes_on_the_ramp(tmp_path, caplog):
     # 1.5 epochs of 4 steps: 6 warm-up steps at 1/6, 2/6, ... of the rate, then the rate.
-    from alexnet_tf.training.loop import warmup_factor
+    from alexnet_tf.training.steps import warmup_factor
 
     assert [warmup_factor(s, 6) for s in (0, 5, 6, 100)] == [1 / 6, 1.0, 1.0, 1.0] and warmup_factor(0, 0) == 1.0
     common = dict(model_dir=str(tmp_path / "run"), synthetic=True, num_classes=5,
@@ -351,3 +356,56 @@ def test_checkpoints_hold_weights_and_slots_and_no_input_state(tmp_path, tiny_da
         weights = sum(value.nbytes for name, value in _weights(prefix).items())
         data_bytes = sum(os.path.getsize(path) for path in glob.glob(f"{prefix}.data-*"))
         assert 2 * weights <= variables and data_bytes <= 1.05 * variables + 4096  # weights + slots, nothing else
+
+
+def _final_weights(model_dir):
+    return _weights(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")))
+
+
+def test_the_ramp_is_exact_per_step_whatever_the_steps_per_call(tmp_path, caplog):
+    # 8 steps, a 6-step ramp, 4 steps per call: the ramp ends inside the second call. Each
+    # step's rate is set inside the call, so the run equals the one-step-per-call run.
+    common = dict(synthetic=True, num_classes=5, **{**TINY, "batch_size": 2, "learning_rate": 0.006},
+                  warmup_epochs=0.75, steps_per_epoch=8, epochs=1)
+    caplog.set_level("INFO", logger="alexnet_tf")
+    training.train(training.TrainConfig(model_dir=str(tmp_path / "four"), steps_per_execution=4, **common))
+    rates = [float(m.group(1)) for m in re.finditer(r"lr ([0-9.e-]+), [0-9.]+ images/s", caplog.text)]
+    assert rates == pytest.approx([0.004, 0.006])  # the last step of each call: 4/6 and the full rate
+    training.train(training.TrainConfig(model_dir=str(tmp_path / "one"), steps_per_execution=1, **common))
+    four, one = _final_weights(tmp_path / "four"), _final_weights(tmp_path / "one")
+    for name in one:
+        np.testing.assert_allclose(four[name], one[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_a_run_stopped_at_any_backup_resumes_to_the_uninterrupted_weights(tmp_path):
+    # The uninterrupted run backs up after every call (3 steps each, over 2 epochs of 5 steps
+    # and a 4-step ramp). A kill right after the backup of step k leaves that backup as the
+    # newest state: copy it alone into a fresh run directory and resume from it.
+    import shutil
+
+    common = dict(synthetic=True, num_classes=5, **{**TINY, "batch_size": 2, "learning_rate": 0.004},
+                  warmup_epochs=0.8, steps_per_epoch=5, epochs=2, steps_per_execution=3, backup_every_steps=1,
+                  keep_checkpoints=5)
+    full = tmp_path / "full"
+    saved = {}
+
+    def keep_backups(epoch, metrics):  # the backup manager keeps two: copy each as it comes
+        for path in glob.glob(str(full / "backup" / "backup-*")):
+            saved.setdefault(os.path.basename(path), open(path, "rb").read())
+
+    training.train(training.TrainConfig(model_dir=str(full), **common), on_epoch_end=keep_backups)
+    expected = _final_weights(full)
+    # Step 3 (mid-epoch, on the ramp); step 5 (an epoch end, as the epoch checkpoint).
+    for step in (3, 5):
+        resumed = tmp_path / f"from_{step}"
+        (resumed / "backup").mkdir(parents=True)
+        for name, data in saved.items():
+            if name.startswith(f"backup-{step}."):
+                (resumed / "backup" / name).write_bytes(data)
+        (resumed / "backup" / "checkpoint").write_text(
+            f'model_checkpoint_path: "backup-{step}"\nall_model_checkpoint_paths: "backup-{step}"\n')
+        result = training.train(training.TrainConfig(model_dir=str(resumed), **common))
+        assert result.steps_done == 10
+        final = _final_weights(resumed)
+        for name in expected:
+            np.testing.assert_allclose(final[name], expected[name], rtol=1e-5, atol=1e-7, err_msg=f"{step} {name}")

@@ -3,6 +3,7 @@ run directory or a .npy; frozen and re-initialised layers; refused starts."""
 
 import glob
 import json
+import re
 import os
 import shutil
 
@@ -169,27 +170,58 @@ def test_a_resume_that_would_change_the_network_or_data_stops_before_writing(tmp
     training.train(_tiny_config(run, tiny_dataset))
     before = _file_bytes(run)
     assert any(name.startswith("checkpoints/") for name in before)
-    changed = _tiny_config(run, tiny_dataset, fc_units=16, batch_size=5, seed=7, epochs=3,
-                           flags_text="# other flags\n")
+    changed = _tiny_config(run, tiny_dataset, fc_units=16, batch_size=5, seed=7, epochs=3, steps_per_epoch=3,
+                           freeze_layers=("conv1",), mixed_precision="bfloat16", flags_text="# other flags\n")
     with pytest.raises(training.TrainingError) as refused:
         training.train(changed)
     message = str(refused.value)
     assert "--fc_units: the run's 32, now 16" in message
     assert "--batch_size: the run's 4, now 5" in message
     assert "--seed: the run's 0, now 7" in message
+    # What the checkpoint's structure and the data stream depend on, beyond the network.
+    assert "--steps_per_epoch: the run's 2, now 3" in message
+    assert "--freeze_layers: the run's , now conv1" in message
+    assert "--mixed_precision: the run's none, now bfloat16" in message
     assert "--epochs" not in message.split("Nothing was written")[0]  # epochs may change
     assert f"--flagfile={run / 'flags.txt'}" in message
     assert _file_bytes(run) == before  # flags.txt, model_spec.json, every checkpoint
 
 
-def test_a_resume_accepts_and_records_what_may_change(tmp_path, tiny_dataset):
+def test_a_resume_accepts_and_records_what_may_change(tmp_path, tiny_dataset, caplog):
     run = tmp_path / "run"
     training.train(_tiny_config(run, tiny_dataset))
+    caplog.set_level("INFO", logger="alexnet_tf")
     result = training.train(_tiny_config(run, tiny_dataset, epochs=2, log_every_steps=1, backup_every_steps=1,
                                          learning_rate=0.0005, eval_steps=2, strategy="default",
                                          flags_text="--epochs=2\n"))
     assert (result.epochs_done, result.steps_done) == (2, 4)
     assert (run / "flags.txt").read_text() == "--epochs=2\n"
+    # The new rate is the one the resumed steps train with (no reduction was made yet).
+    assert "--learning_rate changed from 0.001 to 0.0005" in caplog.text
+    rates = [float(m.group(1)) for m in re.finditer(r"lr ([0-9.e-]+), [0-9.]+ images/s", caplog.text)]
+    assert rates == pytest.approx([0.0005, 0.0005])
+
+
+def test_a_new_rate_on_a_resume_keeps_the_reductions_and_a_stopped_run_trains_on(tmp_path, tiny_dataset, caplog):
+    run = tmp_path / "run"
+    # min_delta 1: only the first epoch improves (on inf), so epoch 2 reduces at step 4 and,
+    # with one reduction allowed, epoch 3 stops the run.
+    plateau = dict(plateau_min_delta=1.0, max_lr_reductions=1)
+    stopped = training.train(_tiny_config(run, tiny_dataset, epochs=5, **plateau))
+    assert stopped.stopped_by_plateau and (stopped.epochs_done, stopped.steps_done) == (3, 6)
+    results = json.loads((run / "train_results.json").read_text())
+    assert results["plateau"]["reduction_steps"] == [4]
+    assert results["plateau"]["learning_rate"] == pytest.approx(0.0001)
+    again = training.train(_tiny_config(run, tiny_dataset, epochs=5, **plateau))
+    assert again.already_finished and again.steps_done == 6
+    caplog.set_level("INFO", logger="alexnet_tf")
+    more = training.train(_tiny_config(run, tiny_dataset, epochs=4, learning_rate=0.0005, log_every_steps=1,
+                                       **dict(plateau, max_lr_reductions=2)))
+    assert (more.epochs_done, more.steps_done) == (4, 8) and not more.already_finished
+    assert "the rate goes from 0.0001 to 5e-05 (1 reduction(s) kept)" in caplog.text
+    assert "allows more: it trains on from epoch 4" in caplog.text
+    rates = [float(m.group(1)) for m in re.finditer(r"lr ([0-9.e-]+), [0-9.]+ images/s", caplog.text)]
+    assert rates == pytest.approx([5e-05, 5e-05])
 
 
 def test_a_finished_run_is_finished(tmp_path, tiny_dataset, capsys):
@@ -199,7 +231,7 @@ def test_a_finished_run_is_finished(tmp_path, tiny_dataset, capsys):
     capsys.readouterr()
     again = training.train(_tiny_config(run, tiny_dataset))
     out = capsys.readouterr().out
-    assert "This run is finished (--epochs=1 are done)" in out
+    assert "This run is finished: --epochs=1 are done. To train on, rerun with --epochs above 1." in out
     assert f"top-1 error {first.final_metrics['top1_error']:.4f}" in out
     assert again.final_metrics == first.final_metrics and again.already_finished  # ... and not after this
     longer = training.train(_tiny_config(run, tiny_dataset, epochs=2))
@@ -212,8 +244,10 @@ def test_no_restorable_checkpoint_says_why_and_what_to_do(tmp_path, tiny_dataset
     for path in glob.glob(str(run / "*" / "*.data-*")):
         with open(path, "r+b") as f:
             f.truncate(10)
+    written = {name: (run / name).read_bytes() for name in ("flags.txt", "model_spec.json")}
     with pytest.raises(training.TrainingError) as refused:
-        training.train(_tiny_config(run, tiny_dataset, epochs=2))
+        training.train(_tiny_config(run, tiny_dataset, epochs=2, flags_text="--epochs=2\n"))
+    assert {name: (run / name).read_bytes() for name in written} == written  # refused: untouched
     message = str(refused.value)
     assert "None of the 2 checkpoints" in message and "checkpoints/ckpt-2:" in message and "backup/backup-2:" in message
     assert "flags.txt" in message and "new --model_dir" in message
