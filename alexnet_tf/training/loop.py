@@ -185,6 +185,7 @@ def _train(config, on_epoch_end):
     # One trainer per run directory: the chief holds its lock from before it looks at the
     # directory until the run ends, so no other trainer plans from what it is changing.
     lock = run_dir.RunDirLock(config.model_dir) if strategies.is_chief(strategy) else None
+    created = lock is not None and not os.path.exists(config.model_dir)
     if lock:
         try:
             lock.acquire()
@@ -196,6 +197,8 @@ def _train(config, on_epoch_end):
     finally:
         if lock:
             lock.release()
+        if created and os.listdir(config.model_dir) == [run_dir.LOCK_FILE]:
+            shutil.rmtree(config.model_dir, ignore_errors=True)  # refused before writing: leave nothing
 
 
 def _train_from(config, strategy, start, on_epoch_end):

@@ -352,7 +352,8 @@ def test_checkpoints_hold_weights_and_slots_and_no_input_state(tmp_path, tiny_da
         names = [name for name, _ in tf.train.list_variables(prefix)]
         assert not [name for name in names if "iterator" in name.lower()], names
         reader = tf.train.load_checkpoint(prefix)
-        variables = sum(reader.get_tensor(name).nbytes for name in names if not name.startswith("_CHECKPOINTABLE"))
+        variables = sum(np.asarray(reader.get_tensor(name)).nbytes for name in names
+                        if not name.startswith("_CHECKPOINTABLE"))
         weights = sum(value.nbytes for name, value in _weights(prefix).items())
         data_bytes = sum(os.path.getsize(path) for path in glob.glob(f"{prefix}.data-*"))
         assert 2 * weights <= variables and data_bytes <= 1.05 * variables + 4096  # weights + slots, nothing else
