@@ -73,7 +73,7 @@ _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 5e-4, "The paper's weight dec
 _PLATEAU_FACTOR = flags.DEFINE_float("plateau_factor", 0.1, "Learning-rate multiplier on a plateau, 0 < f < 1.")
 _PLATEAU_PATIENCE = flags.DEFINE_integer("plateau_patience", 1, "Epochs without improvement before a reduction.", lower_bound=1)
 _PLATEAU_MIN_DELTA = flags.DEFINE_float("plateau_min_delta", 0.0, "Smallest top-1 error improvement that counts.", lower_bound=0.0)
-_PLATEAU_COOLDOWN = flags.DEFINE_integer("plateau_cooldown", 0, "Epochs after a reduction without another.", lower_bound=0)
+_PLATEAU_COOLDOWN = flags.DEFINE_integer("plateau_cooldown", 0, "Keras' cooldown: the N - 1 epochs after a reduction do not count towards the patience.", lower_bound=0)
 _MAX_LR_REDUCTIONS = flags.DEFINE_integer("max_lr_reductions", 3, "Reductions before training stops (the paper: 3).", lower_bound=0)
 
 # Fine-tuning (alexnet_tf.training.start).

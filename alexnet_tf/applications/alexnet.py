@@ -216,11 +216,13 @@ def preprocess_input(x, weights=TORCHVISION, data_format=None):
     """RGB pixels in [0, 255] (channels last; numpy or a tensor) to what `AlexNet(weights=weights)`
     takes: torchvision: (x / 255 - mean) / std; bvlc_alexnet: BGR minus Caffe's mean pixel;
     None: RGB minus the ImageNet mean; a run directory: RGB minus its recorded mean. Returns
-    float32 of the input's kind."""
+    float32 of the input's kind (numpy, a tensor, or a symbolic `keras.Input` inside a
+    functional model)."""
     if data_format not in (None, "channels_last"):
         raise ValueError(f"Only channels_last input is supported. Received: data_format={data_format!r}")
     preprocessing = _preprocessing_of(weights)
-    is_numpy = not hasattr(x, "numpy") and not keras.ops.is_tensor(x)
+    symbolic = isinstance(x, keras.KerasTensor)
+    is_numpy = not symbolic and not hasattr(x, "numpy") and not keras.ops.is_tensor(x)
     x = np.asarray(x, np.float32) if is_numpy else keras.ops.cast(x, "float32")
     spec = _run_spec(weights)
     if spec is not None:  # the run's model takes RGB minus its mean (any std folded into conv1)
@@ -229,7 +231,8 @@ def preprocess_input(x, weights=TORCHVISION, data_format=None):
         mean, scale = np.asarray(torchvision.TORCHVISION_RGB_MEAN), 1.0 / (255.0 * np.asarray(torchvision.TORCHVISION_STD))
         return (x - mean.astype(np.float32)) * scale.astype(np.float32)
     if preprocessing == conventions.CAFFE:
-        return x[..., ::-1] - np.asarray(caffe.CAFFE_BGR_MEAN, np.float32)
+        bgr = x[..., ::-1] if is_numpy else keras.ops.flip(x, axis=-1)
+        return bgr - np.asarray(caffe.CAFFE_BGR_MEAN, np.float32)
     return x - np.asarray(constants.IMAGENET_RGB_MEAN, np.float32)
 
 

@@ -23,7 +23,7 @@ class ReduceLROnPlateau(keras.callbacks.Callback):
     Args:
       monitor: the logged quantity to watch (e.g. "val_loss", "val_accuracy").
       factor: multiplier on a reduction (the paper: 0.1).
-      patience: epochs without improvement before a reduction.
+      patience: epochs without improvement before a reduction (0: every such epoch, as Keras).
       verbose: 1 logs each reduction and the stop.
       mode: "min", "max", or "auto" (max for a monitor whose name has "acc", else min).
       min_delta: an improvement must beat the best by more than this.
@@ -62,7 +62,9 @@ class ReduceLROnPlateau(keras.callbacks.Callback):
             mode=self._resolved_mode(), min_lr=self.min_lr)
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        logs = logs if logs is not None else {}
+        # As Keras: the epoch's own rate, before this epoch's decision changes it.
+        logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
         if self.monitor not in logs:
             logger.warning("ReduceLROnPlateau watches %r, which is not among the logged metrics %s: "
                            "nothing is changed.", self.monitor, sorted(logs))
@@ -78,7 +80,6 @@ class ReduceLROnPlateau(keras.callbacks.Callback):
             if self.verbose:
                 print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau stops training: {self.monitor} stopped improving "
                       f"after {int(self.schedule.reductions.numpy())} reductions.")
-        logs["learning_rate"] = learning_rate
 
     def get_config(self):
         return {"monitor": self.monitor, "factor": self.factor, "patience": self.patience, "verbose": self.verbose,

@@ -1,12 +1,14 @@
 """The paper's learning-rate rule as a checkpointable object.
 
 "Divide the learning rate by 10 when the validation error rate stops improving with the
-current learning rate ... reduced three times prior to termination." Like Keras'
-ReduceLROnPlateau (factor, patience, min_delta, cooldown), monitoring validation top-1
-error, plus a limit on reductions after which training stops. Its state lives in
+current learning rate ... reduced three times prior to termination." It decides as Keras'
+`keras.callbacks.ReduceLROnPlateau` does (factor, patience, min_delta, cooldown, min_lr: the
+same rate after every epoch, for any sequence; tests/callbacks checks it against Keras), plus
+a limit on reductions after which training stops. Its state lives in
 tf.Variables, so it is saved and restored with the training checkpoint, under any strategy.
 """
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -16,13 +18,15 @@ class PlateauSchedule(tf.Module):
     Args:
       learning_rate: the starting rate.
       factor: multiplier on a reduction (the paper: 0.1).
-      patience: epochs without improvement before a reduction.
+      patience: epochs without improvement before a reduction (0 acts as 1, as in Keras).
       min_delta: an improvement is an error lower than the best by more than this.
-      cooldown: epochs after a reduction during which no new reduction happens.
+      cooldown: as Keras counts it: the cooldown ends in the epoch its counter reaches 0, so
+        `cooldown=N` holds N - 1 full epochs without counting towards the patience.
       max_reductions: after this many reductions, the next plateau stops training
         (the paper: 3). 0: never reduce, stop at the first plateau; None: never stop.
       mode: "min" (an error or a loss: lower is better) or "max" (an accuracy).
-      min_lr: a reduction never goes below it (Keras' ReduceLROnPlateau's lower bound).
+      min_lr: a reduction never goes below it; a plateau at min_lr reduces nothing and is
+        not counted (Keras' ReduceLROnPlateau's lower bound).
     """
 
     MODES = ("min", "max")
@@ -32,8 +36,8 @@ class PlateauSchedule(tf.Module):
         super().__init__(name=name)
         if not 0.0 < factor < 1.0:
             raise ValueError(f"Expected 0 < factor < 1. Received: factor={factor}")
-        if patience < 1:
-            raise ValueError(f"Expected patience >= 1. Received: patience={patience}")
+        if patience < 0:
+            raise ValueError(f"Expected patience >= 0. Received: patience={patience}")
         if mode not in self.MODES:
             raise ValueError(f"Expected mode to be one of {self.MODES}. Received: mode={mode!r}")
         self.factor, self.patience, self.min_delta = factor, patience, abs(min_delta)
@@ -53,24 +57,30 @@ class PlateauSchedule(tf.Module):
         """Records one epoch's monitored value (the loop: validation top-1 error). Returns
         "improved", "waiting", "reduced" or "stop"."""
         value = float(value)
-        in_cooldown = self.cooldown_left.numpy() > 0
-        if in_cooldown:
+        # Keras' order: the cooldown counts down first, and the epoch in which it reaches 0
+        # already counts towards the patience.
+        if self.cooldown_left.numpy() > 0:
             self.cooldown_left.assign_sub(1)
+            self.wait.assign(0)
         best = self.best.numpy()
         improved = value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
         if improved:
             self.best.assign(value)
             self.wait.assign(0)
             return "improved"
-        if in_cooldown:  # a cooldown epoch does not count towards the patience
+        if self.cooldown_left.numpy() > 0:  # a cooldown epoch does not count towards the patience
             return "waiting"
         self.wait.assign_add(1)
         if self.wait.numpy() < self.patience:
             return "waiting"
-        self.wait.assign(0)
         if self.max_reductions is not None and self.reductions.numpy() >= self.max_reductions:
+            self.wait.assign(0)
             self.stopped.assign(True)
             return "stop"
+        # Compared in float32, the optimizer's precision, as Keras compares them.
+        if not np.float32(self.learning_rate.numpy()) > np.float32(self.min_lr):
+            return "waiting"  # at min_lr: nothing to reduce, and (as in Keras) the wait goes on
+        self.wait.assign(0)
         self.learning_rate.assign(max(self.learning_rate.numpy() * self.factor, self.min_lr))
         self.reductions.assign_add(1)
         self.cooldown_left.assign(self.cooldown)

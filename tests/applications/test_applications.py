@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+import keras
 
 from alexnet_tf import applications, load_caffe_npy
 from alexnet_tf.applications import alexnet as app
@@ -45,9 +46,12 @@ def served_torchvision(tmp_path, monkeypatch, keras_home):
 
 
 def test_the_real_weight_sets_are_pinned():
+    # torchvision names each file by the first hex digits of its SHA-256, which torch.hub checks
+    # (`check_hash`): the pinned hash must be the one the name carries, of the file the origin names.
     tv = app.WEIGHT_SETS["torchvision"]
-    assert tv.origin == "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
-    assert tv.sha256 == "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02"
+    name_hash = tv.file_name.rsplit("-", 1)[1].split(".")[0]
+    assert len(name_hash) >= 8 and tv.sha256.startswith(name_hash) and len(tv.sha256) == 64
+    assert tv.origin.startswith("https://download.pytorch.org/models/") and tv.origin.endswith("/" + tv.file_name)
     assert app.WEIGHT_SETS["bvlc_alexnet"].sha256 is None  # never fetched unverified
 
 
@@ -145,6 +149,12 @@ def test_preprocess_input_is_each_weight_sets_convention():
     as_tensor = applications.preprocess_input(tf.constant(pixels), weights="bvlc_alexnet")
     assert tf.is_tensor(as_tensor)
     np.testing.assert_allclose(as_tensor.numpy(), applications.preprocess_input(pixels, weights="bvlc_alexnet"))
+    # Symbolic, as Keras' own preprocess_input: a layer of a functional model, same numbers.
+    for weights in ("torchvision", "bvlc_alexnet", None):
+        inputs = keras.Input((1, 1, 3))
+        model = keras.Model(inputs, applications.preprocess_input(inputs, weights=weights))
+        np.testing.assert_allclose(model.predict(pixels, verbose=0),
+                                   applications.preprocess_input(pixels, weights=weights), rtol=1e-6, atol=1e-5)
 
 
 def test_decode_predictions_names_wnids_and_both_cranes():

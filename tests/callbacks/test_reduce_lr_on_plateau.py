@@ -29,11 +29,12 @@ def test_the_callback_decides_as_the_training_loops_schedule(monitor, values):
     callback_trace, schedule_trace = [], []
     for epoch, value in enumerate(values):
         logs = {monitor: value}
+        epoch_rate = float(np.asarray(model.optimizer.learning_rate))
         callback.on_epoch_end(epoch, logs)
         callback_trace.append((round(float(np.asarray(model.optimizer.learning_rate)), 8), model.stop_training))
         decision = schedule.update(value)
         schedule_trace.append((round(float(schedule.learning_rate.numpy()), 8), decision == "stop"))
-        assert logs["learning_rate"] == pytest.approx(callback_trace[-1][0])
+        assert logs["learning_rate"] == pytest.approx(epoch_rate)  # the epoch's own, as Keras logs it
         if model.stop_training:
             break
     assert callback_trace == schedule_trace
@@ -48,7 +49,8 @@ def test_model_fit_stops_at_the_plateau_after_the_last_reduction():
     callback = ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=1, min_delta=1e9, max_reductions=2)
     history = model.fit(x, y, validation_data=(x, y), epochs=20, batch_size=8, verbose=0, callbacks=[callback])
     assert len(history.history["loss"]) == 4  # improved, reduced, reduced, stop
-    np.testing.assert_allclose(history.history["learning_rate"], [0.1, 0.01, 0.001, 0.001], rtol=1e-6)
+    # Each epoch's own rate (Keras logs it before the epoch's reduction).
+    np.testing.assert_allclose(history.history["learning_rate"], [0.1, 0.1, 0.01, 0.001], rtol=1e-6)
     assert model.stop_training
 
 
@@ -72,3 +74,39 @@ def test_keras_argument_checks():
         ReduceLROnPlateau(max_reductions=-1)
     with pytest.raises(ValueError, match="Unrecognized arguments"):
         ReduceLROnPlateau(epsilon=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_without_the_stop_every_epochs_rate_and_log_are_keras_own(seed):
+    # Keras' own callback and this one on the same monitored values, for arguments Keras
+    # accepts (patience 0, cooldowns, a min_lr that clamps): the same rate after every epoch
+    # and the same logged rate (the epoch's own, before its reduction).
+    rng = np.random.default_rng(seed)
+    arguments = dict(monitor="val_loss", factor=float(rng.choice([0.1, 0.5])), patience=int(rng.integers(0, 3)),
+                     cooldown=int(rng.integers(0, 3)), min_delta=float(rng.choice([0.0, 0.05])),
+                     min_lr=float(rng.choice([0.0, 0.02])))
+    values = list(1.0 - np.cumsum(rng.choice([0.0, 0.0, 0.1], size=30)) * 0.1)
+    ours, theirs = _tiny_model(0.1), _tiny_model(0.1)
+    callbacks = [(ReduceLROnPlateau(max_reductions=None, **arguments), ours),
+                 (keras.callbacks.ReduceLROnPlateau(**arguments), theirs)]
+    for callback, model in callbacks:
+        callback.set_model(model)
+        callback.on_train_begin()
+    for epoch, value in enumerate(values):
+        logs = [{"val_loss": value}, {"val_loss": value}]
+        for (callback, _), log in zip(callbacks, logs):
+            callback.on_epoch_end(epoch, log)
+        rates = [float(np.asarray(model.optimizer.learning_rate)) for model in (ours, theirs)]
+        assert rates[0] == pytest.approx(rates[1], rel=1e-6), (arguments, epoch)
+        assert logs[0]["learning_rate"] == pytest.approx(logs[1]["learning_rate"], rel=1e-6), (arguments, epoch)
+
+
+def test_a_plateau_at_min_lr_is_not_a_reduction():
+    model = _tiny_model(0.1)
+    callback = ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=1, min_lr=0.01, max_reductions=2)
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch in range(5):
+        callback.on_epoch_end(epoch, {"val_loss": 1.0})
+    # 0.1 -> 0.01 is the one reduction; at min_lr nothing is reduced or counted, so no stop.
+    assert int(callback.schedule.reductions.numpy()) == 1 and not model.stop_training
