@@ -18,6 +18,11 @@ import tensorflow as tf
 
 from pipelines.constants import CROP_FRACTION, PCA_LIGHTING_STDDEV
 
+# Every stateless draw names its algorithm. Even so, XLA's generator gives other numbers than
+# TensorFlow's kernels for the same seed: draws are therefore made outside compiled (XLA)
+# functions (`draw_flips_and_alphas`), and only their application is compiled.
+RNG_ALGORITHM = "philox"
+
 
 def _seed_or_random(seed):
     if seed is None:
@@ -27,7 +32,7 @@ def _seed_or_random(seed):
 
 def split_seed(seed, num):
     """`num` independent stateless seeds [num, 2] from one."""
-    return tf.random.experimental.stateless_split(_seed_or_random(seed), num)
+    return tf.random.experimental.stateless_split(_seed_or_random(seed), num, alg=RNG_ALGORITHM)
 
 
 def crop_size_for(height, width, crop_fraction=CROP_FRACTION):
@@ -53,7 +58,7 @@ def random_crop_window(height, width, *, crop_fraction=CROP_FRACTION, seed=None)
     size = crop_size_for(height, width, crop_fraction)
     # Offsets inside the central shorter x shorter square, uniform over its positions.
     offsets = tf.random.stateless_uniform(
-        [2], seed=_seed_or_random(seed), minval=0, maxval=shorter - size + 1, dtype=tf.int32)
+        [2], seed=_seed_or_random(seed), minval=0, maxval=shorter - size + 1, dtype=tf.int32, alg=RNG_ALGORITHM)
     top = (height - shorter) // 2 + offsets[0]
     left = (width - shorter) // 2 + offsets[1]
     return tf.stack([top, left, size, size])
@@ -98,7 +103,7 @@ def random_flip(image, *, seed=None):
       The same shape and dtype.
     """
     image = tf.convert_to_tensor(image)
-    flips = tf.random.stateless_uniform(tf.shape(image)[:-3], seed=_seed_or_random(seed)) < 0.5
+    flips = tf.random.stateless_uniform(tf.shape(image)[:-3], seed=_seed_or_random(seed), alg=RNG_ALGORITHM) < 0.5
     return tf.where(flips[..., tf.newaxis, tf.newaxis, tf.newaxis], tf.reverse(image, axis=[-2]), image)
 
 
@@ -181,18 +186,33 @@ def pca_lighting(image, *, eigval, eigvec, stddev=PCA_LIGHTING_STDDEV, seed=None
             f"pca_lighting expects a float image (offsets are not integers). Received: {image.dtype}")
     batch_shape = tf.shape(image)[:-3]
     alpha = tf.random.stateless_normal(
-        tf.concat([batch_shape, [3]], 0), seed=_seed_or_random(seed), stddev=stddev)
+        tf.concat([batch_shape, [3]], 0), seed=_seed_or_random(seed), stddev=stddev, alg=RNG_ALGORITHM)
     offset = lighting_offset(alpha, eigval=eigval, eigvec=eigvec)
     return tf.cast(image, tf.float32) + offset[..., tf.newaxis, tf.newaxis, :]
+
+
+def draw_flips_and_alphas(batch_size, seeds, stddev=PCA_LIGHTING_STDDEV):
+    """(flips bool [B], alphas float32 [B, 3]): the draws of `flip_light_centre` for seeds
+    [2, 2] (the same as `random_flip`'s with `seeds[0]` and `pca_lighting`'s with `seeds[1]`).
+    Run it outside XLA: XLA's generator draws other numbers."""
+    flips = tf.random.stateless_uniform([batch_size], seed=seeds[0], alg=RNG_ALGORITHM) < 0.5
+    alphas = tf.random.stateless_normal([batch_size, 3], seed=seeds[1], stddev=stddev, alg=RNG_ALGORITHM)
+    return flips, alphas
+
+
+def apply_flip_light_centre(images, flips, alphas, *, rgb_mean, eigval, eigvec):
+    """A uint8 batch [B, S, S, 3] mirrored where `flips`, cast to float32, minus `rgb_mean`,
+    plus each image's lighting offset for its `alphas`: one pass, fused where XLA compiles it."""
+    flipped = tf.where(flips[:, tf.newaxis, tf.newaxis, tf.newaxis], tf.reverse(images, axis=[-2]), images)
+    offsets = lighting_offset(alphas, eigval=eigval, eigvec=eigvec)
+    return (tf.cast(flipped, tf.float32) - tf.cast(rgb_mean, tf.float32)) + offsets[:, tf.newaxis, tf.newaxis, :]
 
 
 def flip_light_centre(images, *, seeds, rgb_mean, eigval, eigvec, stddev=PCA_LIGHTING_STDDEV):
     """The training augmentation after the crop, for a uint8 batch [B, S, S, 3]: each image
     mirrored with probability 1/2 (`random_flip`, seed `seeds[0]`), cast to float32, minus
-    `rgb_mean`, plus its own lighting offset (`pca_lighting`, seed `seeds[1]`). One pass,
-    fused by XLA where it is compiled: the input pipeline's float32 batches and the training
-    step's on-device augmentation both run this."""
-    flipped = random_flip(images, seed=seeds[0])
-    centred = tf.cast(flipped, tf.float32) - tf.cast(rgb_mean, tf.float32)
-    return pca_lighting(centred, eigval=tf.cast(eigval, tf.float32), eigvec=tf.cast(eigvec, tf.float32),
-                        stddev=stddev, seed=seeds[1])
+    `rgb_mean`, plus its own lighting offset (`pca_lighting`, seed `seeds[1]`): the input
+    pipeline's float32 batches and the training step's on-device augmentation both run it,
+    the draws on TensorFlow's kernels and the rest where XLA may fuse it."""
+    flips, alphas = draw_flips_and_alphas(tf.shape(images)[0], seeds, stddev)
+    return apply_flip_light_centre(images, flips, alphas, rgb_mean=rgb_mean, eigval=eigval, eigvec=eigvec)

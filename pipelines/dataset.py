@@ -119,11 +119,14 @@ def make_train_normalizer(statistics, *, lighting_stddev):
     eigvec = tf.constant(statistics.rgb_eigvec, tf.float32)
 
     @tf.function(jit_compile=True)
+    def apply(images, flips, alphas):
+        # XLA fuses flip, cast, mean and lighting into one pass over the batch.
+        return augment.apply_flip_light_centre(images, flips, alphas, rgb_mean=mean, eigval=eigval, eigvec=eigvec)
+
     def normalize(images, seeds):
-        # `augment`'s own flip and lighting on the whole batch; XLA fuses them with the cast
-        # and the mean into one pass.
-        return augment.flip_light_centre(images, seeds=seeds, rgb_mean=mean, eigval=eigval, eigvec=eigvec,
-                                         stddev=lighting_stddev)
+        # The draws on TensorFlow's kernels, as the training step's (XLA draws other numbers).
+        flips, alphas = augment.draw_flips_and_alphas(tf.shape(images)[0], seeds, lighting_stddev)
+        return apply(images, flips, alphas)
 
     return normalize
 

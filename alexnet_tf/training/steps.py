@@ -10,6 +10,8 @@ a resumed run draws exactly what an uninterrupted one would. Evaluation subtract
 there too. float32 batches (already centred) pass through unchanged.
 """
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 import keras
@@ -19,28 +21,45 @@ from alexnet_tf.model.optimizer import base_optimizer, losses_to_differentiate
 from pipelines import augment, constants
 
 
+@dataclasses.dataclass(frozen=True)
+class DeviceInputs:
+    """uint8 crops to the model's float32 input, on the replica's device; float32 input passes
+    as it is. Training draws (`draw`, outside XLA: its generator gives other numbers) and then
+    applies (`apply`, where XLA may compile it); `train` does both."""
+
+    draw: object  # (images, step) -> (flips, alphas), or None for float32 images
+    apply: object  # (images, draws) -> float32 images
+    eval: object  # images -> float32 images
+
+    def train(self, images, step):
+        return self.apply(images, self.draw(images, step))
+
+
 def make_device_inputs(statistics, *, seed, num_replicas, lighting_stddev=constants.PCA_LIGHTING_STDDEV):
-    """(train_inputs(images, step), eval_inputs(images)): uint8 crops to the model's float32
-    input, on the replica's device; float32 input is returned as it is."""
+    """The `DeviceInputs` of a run: each replica's flips and lighting drawn with the host
+    pipeline's streams (seed + 1, seed + 2) at position step x num_replicas + replica."""
     mean = tf.constant(statistics.rgb_mean, tf.float32)
     eigval = tf.constant(statistics.rgb_eigval, tf.float32)
     eigvec = tf.constant(statistics.rgb_eigvec, tf.float32)
 
-    def train_inputs(images, step):
+    def draw(images, step):
         if images.dtype != tf.uint8:
-            return images
+            return None
         replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
         position = tf.cast(step, tf.int64) * num_replicas + replica
-        # Streams seed + 1 (flips) and seed + 2 (lighting), as the host pipeline's.
         seeds = tf.stack([tf.stack([tf.constant(seed + 1, tf.int64), position]),
                           tf.stack([tf.constant(seed + 2, tf.int64), position])])
-        return augment.flip_light_centre(images, seeds=seeds, rgb_mean=mean, eigval=eigval, eigvec=eigvec,
-                                         stddev=lighting_stddev)
+        return augment.draw_flips_and_alphas(tf.shape(images)[0], seeds, lighting_stddev)
+
+    def apply(images, draws):
+        if draws is None:
+            return images
+        return augment.apply_flip_light_centre(images, *draws, rgb_mean=mean, eigval=eigval, eigvec=eigvec)
 
     def eval_inputs(images):
         return tf.cast(images, tf.float32) - mean if images.dtype == tf.uint8 else images
 
-    return train_inputs, eval_inputs
+    return DeviceInputs(draw, apply, eval_inputs)
 
 
 def warmup_factor(step, warmup_steps):
@@ -66,11 +85,11 @@ def make_steps(*, model, optimizer, strategy, config, statistics=None, learning_
         from pipelines.dataset import DatasetStatistics
 
         statistics = DatasetStatistics()
-    train_inputs, eval_inputs = make_device_inputs(statistics, seed=getattr(config, "seed", 0) or 0,
-                                                   num_replicas=strategy.num_replicas_in_sync)
+    inputs = make_device_inputs(statistics, seed=getattr(config, "seed", 0) or 0,
+                                num_replicas=strategy.num_replicas_in_sync)
 
-    def replica_train_step(images, labels, step):
-        images = train_inputs(images, step)
+    def replica_train_step(images, labels, draws):
+        images = inputs.apply(images, draws)
         with tf.GradientTape() as tape:
             logits = tf.cast(model(images, training=True), tf.float32)
             per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
@@ -85,7 +104,7 @@ def make_steps(*, model, optimizer, strategy, config, statistics=None, learning_
         return metrics.batch_sums(per_example, logits, labels)
 
     def replica_eval_step(images, labels):
-        images = eval_inputs(images)
+        images = inputs.eval(images)
         # An empty final batch on a replica skips the model (see serving/evaluation.py).
         return tf.cond(tf.shape(images)[0] > 0, lambda: replica_eval_sums(images, labels),
                        lambda: tf.zeros([4], tf.float64))
@@ -96,7 +115,12 @@ def make_steps(*, model, optimizer, strategy, config, statistics=None, learning_
         per_example = keras.losses.sparse_categorical_crossentropy(labels, log_probabilities, from_logits=True)
         return metrics.batch_sums(per_example, log_probabilities, labels)
 
-    replica_step = _maybe_jit(lambda batch, step: replica_train_step(*batch, step), config.jit_compile)
+    compiled_step = _maybe_jit(replica_train_step, config.jit_compile)
+
+    def replica_step(batch, step):
+        images, labels = batch
+        # The augmentation's draws outside XLA, so --jit_compile trains on the same draws.
+        return compiled_step(images, labels, inputs.draw(images, step))
 
     rate = base_optimizer(optimizer).learning_rate if learning_rate is not None else None
 
