@@ -69,13 +69,17 @@ def _fingerprint(checkpoint, files, image_size, preprocessing):
 
 
 def split_features(model, *, image_size, statistics, checkpoint, file_pattern, cache_path, batch_size=128,
-                   preprocessing="paper", progress_every_seconds=10.0):
+                   preprocessing="paper", progress_every_seconds=10.0, max_bad_fraction=None):
     """The `FeatureIndex` of a split: from `cache_path` if it was made by the same
     checkpoint from the same shards, else computed (progress logged) and cached atomically."""
+    from pipelines import audit
     from pipelines import dataset as datasets
 
+    if max_bad_fraction is None:
+        max_bad_fraction = audit.DEFAULT_MAX_BAD_FRACTION
     files, dataset = datasets.build_indexed_dataset(file_pattern, batch_size=batch_size, image_size=image_size,
-                                                    statistics=statistics, preprocessing=preprocessing)
+                                                    statistics=statistics, preprocessing=preprocessing,
+                                                    max_bad_fraction=max_bad_fraction)
     fingerprint = _fingerprint(checkpoint, files, image_size, preprocessing)
     if os.path.exists(cache_path):
         with np.load(cache_path, allow_pickle=False) as cached:
@@ -88,7 +92,9 @@ def split_features(model, *, image_size, statistics, checkpoint, file_pattern, c
     compute = tf.function(lambda images: extractor(images, training=False))
     # Counted first (record headers only) so that the features go into one preallocated
     # matrix: the peak memory is that matrix, not a list of batches plus their concatenation.
-    total = sum(tfrecord.count_records(path) for path in files)
+    # Without the undecodable images the audit skips (its verdict is cached: no second pass).
+    skipped = sum(len(indices) for indices in audit.audit_files(files, max_bad_fraction=max_bad_fraction).values())
+    total = sum(tfrecord.count_records(path) for path in files) - skipped
     if not total:
         raise ValueError(f"No examples in {file_pattern}.")
     arrays = {"features": np.empty((total, extractor.output.shape[-1]), np.float32),

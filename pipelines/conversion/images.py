@@ -18,10 +18,12 @@ class BadImageError(Exception):
 
 
 def encode_rgb_jpeg(data, *, resize_shorter, quality):
-    """Decodes any image Pillow reads and re-encodes it as an RGB JPEG.
+    """Decodes any image Pillow reads and re-encodes it as an RGB JPEG; with `resize_shorter=0`
+    an RGB JPEG is kept byte for byte (as TensorFlow's own ImageNet tool keeps it).
 
     The format comes from the bytes, not the name (ImageNet has PNG and CMYK files named
-    .JPEG). Alpha is composited over white; grayscale, palette and CMYK become RGB.
+    .JPEG). Alpha is composited over white; grayscale, palette and CMYK become RGB: those,
+    and every other format, are the only images re-encoded without a resize.
 
     Args:
       data: the file's bytes.
@@ -46,11 +48,14 @@ def encode_rgb_jpeg(data, *, resize_shorter, quality):
             scale = resize_shorter / min(image.size)
             image.draft(image.mode, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
         image.load()
+        keep = not resize_shorter and image.format == "JPEG" and image.mode == "RGB"
         image = _to_rgb(image)
     except BadImageError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise BadImageError(f"not a decodable image ({type(error).__name__}: {error})") from None
+    if keep:  # the original bytes: no second JPEG generation
+        return data, image.height, image.width, np.asarray(image)
     if resize_shorter:
         width, height = image.size
         scale = resize_shorter / min(width, height)

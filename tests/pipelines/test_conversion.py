@@ -382,3 +382,29 @@ def test_splits_converted_at_the_same_time_both_reach_dataset_info(tmp_path, mon
     assert set(info["splits"]) == {"train", "validation"}
     assert info["splits"]["train"]["num_examples"] == 12 and info["splits"]["validation"]["num_examples"] == 6
     assert "rgb_mean" in info  # the training split's statistics survive too
+
+
+def test_without_a_resize_an_rgb_jpeg_is_kept_byte_for_byte_and_only_what_must_be_is_reencoded():
+    from pipelines.conversion.images import encode_rgb_jpeg
+
+    pixels = np.random.default_rng(0).integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
+
+    def encoded(image, format_name, **options):
+        buffer = io.BytesIO()
+        image.save(buffer, format=format_name, **options)
+        return buffer.getvalue()
+
+    rgb_jpeg = encoded(Image.fromarray(pixels), "JPEG", quality=90)
+    kept, height, width, rgb = encode_rgb_jpeg(rgb_jpeg, resize_shorter=0, quality=95)
+    assert kept == rgb_jpeg and (height, width) == (40, 50) and rgb.shape == (40, 50, 3)
+    # Resized, it is a new JPEG of the new size.
+    resized, height, width, _ = encode_rgb_jpeg(rgb_jpeg, resize_shorter=20, quality=95)
+    assert resized != rgb_jpeg and (height, width) == (20, 25)
+    # CMYK and grayscale JPEGs and a PNG must become RGB JPEGs: re-encoded, decoding as RGB.
+    for data in (encoded(Image.fromarray(pixels).convert("CMYK"), "JPEG"),
+                 encoded(Image.fromarray(pixels).convert("L"), "JPEG"),
+                 encoded(Image.fromarray(pixels), "PNG")):
+        again, height, width, _ = encode_rgb_jpeg(data, resize_shorter=0, quality=95)
+        assert again != data and (height, width) == (40, 50)
+        decoded = Image.open(io.BytesIO(again))
+        assert decoded.format == "JPEG" and decoded.mode == "RGB"

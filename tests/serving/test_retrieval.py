@@ -159,3 +159,33 @@ def test_neighbours_of_an_imported_torchvision_run_use_its_crop(tmp_path):
     assert neighbours[1].distance > 10 * max(neighbours[0].distance, 1e-6)
     cache = glob.glob(os.path.join(run, retrieval.FEATURES_DIR, "*.npz"))
     assert len(cache) == 1 and '"preprocessing": "torchvision"' in str(np.load(cache[0])["fingerprint"])
+
+
+def test_split_features_count_what_the_audit_skips(tmp_path):
+    # A foreign shard (no converter manifest) with one undecodable image among 8: the audit
+    # skips it, so the feature matrix has 7 rows, each with its record index.
+    import io
+
+    from PIL import Image
+
+    from alexnet_tf import build_alexnet
+    from pipelines import DatasetStatistics, tfrecord
+
+    def jpeg(seed):
+        pixels = np.random.default_rng(seed).integers(0, 256, size=(80, 90, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG")
+        return buffer.getvalue()
+
+    shard = tmp_path / "train-00000-of-00001"
+    with tfrecord.TFRecordWriter(str(shard)) as writer:
+        for index in range(8):
+            encoded = b"not an image" if index == 3 else jpeg(index)
+            writer.write(tfrecord.serialize_example({schema.IMAGE_ENCODED: encoded, schema.CLASS_LABEL: index % 2,
+                                                     schema.IMAGE_FILENAME: f"{index}.jpg".encode()}))
+    model = build_alexnet(2, image_size=64, conv_filters=(8, 8, 8, 8, 8), fc_units=8, seed=0)
+    index = retrieval.split_features(model, image_size=64, statistics=DatasetStatistics(), checkpoint="none",
+                                     file_pattern=str(shard), cache_path=str(tmp_path / "f.npz"), batch_size=3,
+                                     max_bad_fraction=0.2)
+    assert index.features.shape == (7, 8)
+    assert list(index.record_indices) == [0, 1, 2, 4, 5, 6, 7]
