@@ -178,6 +178,22 @@ def audit_shard(path):
     return _audit_shard_cached(path, (stamp["bytes"], stamp["mtime_ns"]))
 
 
+def damaged_shards(files):
+    """[(shard, reason)] of the shards whose records fail TFRecord's length or data CRC: each
+    read end to end (framing only, nothing parsed or decoded). For a run that met TensorFlow's
+    bare "corrupted record" error, which names no file: a shard whose bytes changed after it
+    was written (its manifest still trusts it)."""
+    import tensorflow as tf
+
+    damaged = []
+    for path in files:
+        try:
+            tf.data.TFRecordDataset(path).reduce(tf.constant(0, tf.int64), lambda count, _: count + 1)
+        except tf.errors.DataLossError as error:
+            damaged.append((path, _reason(error)))
+    return damaged
+
+
 def audit_files(files, *, max_bad_fraction=DEFAULT_MAX_BAD_FRACTION):
     """{shard: frozenset of record indices to skip} for the shards the pipelines will read.
 

@@ -28,6 +28,7 @@ class TrainingData:
     num_eval_examples: int | None
     statistics: object
     class_names: tuple
+    shard_patterns: tuple = ()  # the TFRecord globs read (to name a damaged shard)
 
     @property
     def has_eval(self):
@@ -56,6 +57,24 @@ def _audit(train_pattern, eval_pattern, max_bad_fraction):
                 audit.audit_files(datasets.list_files(pattern), max_bad_fraction=max_bad_fraction)
             except ValueError as error:  # ShardError, or no files match
                 raise TrainingError(str(error)) from None
+
+
+def damaged_data_error(data, error):
+    """The TrainingError for TensorFlow's DataLossError while reading `data`: the damaged
+    shard(s) named, with the fix."""
+    from pipelines import audit
+    from pipelines import dataset as datasets
+
+    files = [path for pattern in data.shard_patterns for path in datasets.list_files(pattern)]
+    damaged = audit.damaged_shards(files)
+    if not damaged:
+        return TrainingError(f"Reading the training data failed: {error}. Check the shards with "
+                             "python -m pipelines.verify.")
+    listed = "\n".join(f"  {path}: {reason}" for path, reason in damaged)
+    return TrainingError(
+        f"{len(damaged)} shard(s) changed after they were written (a disk or copy error):\n{listed}\n"
+        "The last good state is kept. Delete the shard(s) and rerun the pipelines.convert command that made "
+        "them (complete shards are kept, missing ones redone); python -m pipelines.verify checks every shard.")
 
 
 def resolve_data(config):
@@ -125,5 +144,6 @@ def resolve_data(config):
         return datasets.build_eval_dataset(eval_source, datasets.EvalOptions(
             statistics=statistics, input_context=input_context, **common))
 
+    patterns = () if config.tfds_name else tuple(p for p in (train_pattern, eval_pattern) if p)
     return TrainingData(make_train, make_eval if eval_source else None, num_classes, steps, eval_examples,
-                        statistics, statistics.class_names)
+                        statistics, statistics.class_names, shard_patterns=patterns)

@@ -37,6 +37,7 @@ from alexnet_tf.model.optimizer import AllReduceLossScaleOptimizer, MomentumSGD,
 from alexnet_tf import run_dir
 from alexnet_tf.training import schedule, strategies, summaries
 from alexnet_tf.training.config import NonFiniteLossError, TrainConfig, TrainingError, TrainResult
+from alexnet_tf.training.data import damaged_data_error
 from alexnet_tf.training.plateau import PlateauSchedule
 from alexnet_tf.training.start import RUN_SETTINGS_KEY, freeze_layers, plan_start, run_settings
 from alexnet_tf.training.state import TrainingState, write_dir_of
@@ -193,7 +194,10 @@ def _train(config, on_epoch_end):
             raise TrainingError(str(error)) from None
     try:
         start = plan_start(config)  # reads model_dir, writes nothing
-        return _train_from(config, strategy, start, on_epoch_end)
+        try:
+            return _train_from(config, strategy, start, on_epoch_end)
+        except tf.errors.DataLossError as error:  # TensorFlow's "corrupted record": name the shard
+            raise damaged_data_error(start.data, error) from None
     finally:
         if lock:
             lock.release()

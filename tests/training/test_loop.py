@@ -410,3 +410,24 @@ def test_a_run_stopped_at_any_backup_resumes_to_the_uninterrupted_weights(tmp_pa
         final = _final_weights(resumed)
         for name in expected:
             np.testing.assert_allclose(final[name], expected[name], rtol=1e-5, atol=1e-7, err_msg=f"{step} {name}")
+
+
+def test_a_shard_damaged_after_conversion_is_named_with_the_fix(tmp_path, tiny_dataset):
+    # Bytes changed in place (same size, same times): the converter's manifest still trusts the
+    # shard, and TensorFlow's own error would say only "corrupted record at N".
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    shard = sorted(data.glob("train-*"))[1]
+    stat = shard.stat()
+    with open(shard, "r+b") as f:
+        f.seek(stat.st_size // 2)
+        f.write(bytes(64))
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(training.TrainingError) as refused:
+        training.train(_config(tmp_path, str(data), steps_per_epoch=9))  # an epoch: every shard read
+    message = str(refused.value)
+    assert f"{shard}:" in message and "changed after they were written" in message
+    assert "rerun the pipelines.convert command" in message and "pipelines.verify" in message
+    assert str(sorted(data.glob("train-*"))[0]) not in message
