@@ -396,8 +396,13 @@ def test_a_run_stopped_at_any_backup_resumes_to_the_uninterrupted_weights(tmp_pa
 
     training.train(training.TrainConfig(model_dir=str(full), **common), on_epoch_end=keep_backups)
     expected = _final_weights(full)
-    # Step 3 (mid-epoch, on the ramp); step 5 (an epoch end, as the epoch checkpoint).
+    # Step 3 (mid-epoch, on the ramp); step 5 (an epoch end, as the epoch checkpoint). Each
+    # resume also changes flags a resume may change and that leave every step's rate and
+    # batch as they were (steps per call, logging, backups), drawn at random (seeded).
+    rng = np.random.default_rng(0)
     for step in (3, 5):
+        changes = {"steps_per_execution": int(rng.integers(1, 5)), "log_every_steps": int(rng.integers(1, 4)),
+                   "backup_every_steps": int(rng.integers(1, 4))}
         resumed = tmp_path / f"from_{step}"
         (resumed / "backup").mkdir(parents=True)
         for name, data in saved.items():
@@ -405,11 +410,12 @@ def test_a_run_stopped_at_any_backup_resumes_to_the_uninterrupted_weights(tmp_pa
                 (resumed / "backup" / name).write_bytes(data)
         (resumed / "backup" / "checkpoint").write_text(
             f'model_checkpoint_path: "backup-{step}"\nall_model_checkpoint_paths: "backup-{step}"\n')
-        result = training.train(training.TrainConfig(model_dir=str(resumed), **common))
-        assert result.steps_done == 10
+        result = training.train(training.TrainConfig(model_dir=str(resumed), **{**common, **changes}))
+        assert result.steps_done == 10, changes
         final = _final_weights(resumed)
         for name in expected:
-            np.testing.assert_allclose(final[name], expected[name], rtol=1e-5, atol=1e-7, err_msg=f"{step} {name}")
+            np.testing.assert_allclose(final[name], expected[name], rtol=1e-5, atol=1e-7,
+                                       err_msg=f"{step} {changes} {name}")
 
 
 def test_a_shard_damaged_after_conversion_is_named_with_the_fix(tmp_path, tiny_dataset):
