@@ -25,10 +25,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
-_PORT = flags.DEFINE_integer("port", 5050, "Dispatcher port (with --dispatcher).", lower_bound=0)
+_PORT = flags.DEFINE_integer("port", 5050, "Dispatcher port (with --dispatcher).", lower_bound=0, upper_bound=65535)
 _DISPATCHER = flags.DEFINE_bool("dispatcher", False, "Run a dispatcher in this process.")
 _DISPATCHER_ADDRESS = flags.DEFINE_string("dispatcher_address", None, "HOST:PORT of the dispatcher to serve as a worker.")
-_WORKER_PORT = flags.DEFINE_integer("worker_port", 0, "Worker port (0: any free port).", lower_bound=0)
+_WORKER_PORT = flags.DEFINE_integer("worker_port", 0, "Worker port (0: any free port).", lower_bound=0,
+                                    upper_bound=65535)
 _NO_WORKER = flags.DEFINE_bool("no_worker", False, "Run only the dispatcher.")
 _WORKER_ADDRESS = flags.DEFINE_string("worker_address", None, "Address the dispatcher gives trainers for this worker (default: this host's name).")
 

@@ -29,6 +29,13 @@ def pytest_configure(config):
         cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 
+def pytest_collection_modifyitems(config, items):
+    # The long end-to-end runs first (a stable sort keeps the rest in order): with two test
+    # processes (README: pytest -q -n 2) each starts on one of them while the other works
+    # through the short ones, instead of one process finishing alone on the last of them.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """Converted shards of 5 generated classes: 35 training and 15 validation images, stored
