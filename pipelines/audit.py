@@ -194,6 +194,19 @@ def damaged_shards(files):
     return damaged
 
 
+def damaged_shard_error(files, error):
+    """The ShardError for TensorFlow's DataLossError while reading `files`: the damaged shard(s)
+    named (`damaged_shards`), with the fix."""
+    damaged = damaged_shards(files)
+    if not damaged:
+        return ShardError(f"Reading the shards failed: {_reason(error)}. Check them with python -m pipelines.verify.")
+    listed = "\n".join(f"  {path}: {reason}" for path, reason in damaged)
+    return ShardError(
+        f"{len(damaged)} shard(s) changed after they were written (a disk or copy error):\n{listed}\n"
+        "Delete the shard(s) and rerun the pipelines.convert command that made them (complete shards are "
+        "kept, missing ones redone); python -m pipelines.verify checks every shard.")
+
+
 def audit_files(files, *, max_bad_fraction=DEFAULT_MAX_BAD_FRACTION):
     """{shard: frozenset of record indices to skip} for the shards the pipelines will read.
 

@@ -70,10 +70,15 @@ def evaluate(config):
                 strategy.reduce(tf.distribute.ReduceOp.SUM, topk, axis=None))
 
     per_class, topk_correct = np.zeros((2, num_classes)), 0.0
-    for images, labels in dataset:
-        batch_per_class, batch_topk = step(images, labels)
-        per_class += batch_per_class.numpy()
-        topk_correct += float(batch_topk)
+    try:
+        for images, labels in dataset:
+            batch_per_class, batch_topk = step(images, labels)
+            per_class += batch_per_class.numpy()
+            topk_correct += float(batch_topk)
+    except tf.errors.DataLossError as error:  # TensorFlow's "corrupted record": name the shard
+        from pipelines import audit
+
+        raise audit.damaged_shard_error(datasets.list_files(config.eval_files), error) from None
     count = per_class[0].sum()
     if not count:
         raise ValueError(f"No examples in {config.eval_files}.")

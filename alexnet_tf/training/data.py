@@ -66,15 +66,7 @@ def damaged_data_error(data, error):
     from pipelines import dataset as datasets
 
     files = [path for pattern in data.shard_patterns for path in datasets.list_files(pattern)]
-    damaged = audit.damaged_shards(files)
-    if not damaged:
-        return TrainingError(f"Reading the training data failed: {error}. Check the shards with "
-                             "python -m pipelines.verify.")
-    listed = "\n".join(f"  {path}: {reason}" for path, reason in damaged)
-    return TrainingError(
-        f"{len(damaged)} shard(s) changed after they were written (a disk or copy error):\n{listed}\n"
-        "The last good state is kept. Delete the shard(s) and rerun the pipelines.convert command that made "
-        "them (complete shards are kept, missing ones redone); python -m pipelines.verify checks every shard.")
+    return TrainingError(f"{audit.damaged_shard_error(files, error)} The run's last good state is kept.")
 
 
 def resolve_data(config):

@@ -63,3 +63,23 @@ def test_per_class_results_are_keyed_by_class_id(tmp_path):
     assert all(per_class[c]["num_examples"] == 2 for c in per_class)
     wrong = sum(per_class[c]["top1_error"] * 2 for c in per_class)
     assert wrong == round(results["top1_error"] * 6)
+
+
+def test_a_shard_damaged_after_conversion_is_named(trained_run, tiny_dataset, tmp_path):
+    import shutil
+
+    import pytest
+
+    from pipelines import audit
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    shard = sorted(data.glob("validation-*"))[0]
+    stat = shard.stat()
+    with open(shard, "r+b") as f:  # in place: same size and times, the manifest still trusts it
+        f.seek(stat.st_size // 2)
+        f.write(bytes(64))
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(audit.ShardError, match=rf"(?s)changed after they were written.*{shard}:.*pipelines.convert"):
+        evaluation.evaluate(evaluation.EvalConfig(model_dir=trained_run, eval_files=str(data / "validation-*"),
+                                                  batch_size=4))
