@@ -192,14 +192,17 @@ def test_a_resume_accepts_and_records_what_may_change(tmp_path, tiny_dataset, ca
     training.train(_tiny_config(run, tiny_dataset))
     caplog.set_level("INFO", logger="alexnet_tf")
     result = training.train(_tiny_config(run, tiny_dataset, epochs=2, log_every_steps=1, backup_every_steps=1,
-                                         learning_rate=0.0005, eval_steps=2, strategy="default",
-                                         flags_text="--epochs=2\n"))
+                                         learning_rate=0.0005, warmup_epochs=2.0, plateau_patience=2,
+                                         eval_steps=2, strategy="default", flags_text="--epochs=2\n"))
     assert (result.epochs_done, result.steps_done) == (2, 4)
     assert (run / "flags.txt").read_text() == "--epochs=2\n"
-    # The new rate is the one the resumed steps train with (no reduction was made yet).
-    assert "--learning_rate changed from 0.001 to 0.0005" in caplog.text
+    # Each change logged, and applied from the resumed step (2) on: the new rate (no reduction
+    # was made yet) on the new 4-step ramp, at its steps 3 and 4.
+    for change in ("--learning_rate changed from 0.001 to 0.0005", "--warmup_epochs changed from 0.0 to 2.0",
+                   "--plateau_patience changed from 1 to 2"):
+        assert change in caplog.text
     rates = [float(m.group(1)) for m in re.finditer(r"lr ([0-9.e-]+), [0-9.]+ images/s", caplog.text)]
-    assert rates == pytest.approx([0.0005, 0.0005])
+    assert rates == pytest.approx([0.0005 * 3 / 4, 0.0005])
 
 
 def test_a_new_rate_on_a_resume_keeps_the_reductions_and_a_stopped_run_trains_on(tmp_path, tiny_dataset, caplog):
