@@ -9,9 +9,10 @@ first.
 Design (measured with `python -m pipelines.benchmarks.input_pipeline`, see WORKSPACE.md):
 - Each image is decoded straight into its crop with `tf.io.decode_and_crop_jpeg` (libjpeg
   skips what lies outside the window) and stays uint8: per-image work is one decode.
-- The float work happens once per batch, in one XLA-compiled function: each image's flip and
-  lighting offset eigvec @ (alpha * eigval) are drawn there from the batch's seeds, and cast,
-  mirror, lighting and mean become a single pass over the batch. Per-image float32 kernels
+- The float work happens once per batch: each image's flip and lighting alphas are drawn from
+  the batch's seeds (on TensorFlow's kernels: XLA's generator gives other numbers), then one
+  XLA-compiled function makes cast, mirror, lighting offset eigvec @ (alpha * eigval) and mean
+  a single pass over the batch. Per-image float32 kernels
   (cast, flip, lighting, normalise separately) cost several passes over every image and
   starve the decoders on a small CPU. With `output_dtype=tf.uint8` (what training uses) that
   function runs on the device instead, inside the compiled step (`alexnet_tf.training.steps`).
@@ -476,11 +477,6 @@ def build_eval_dataset(source, options):
     return _finish(dataset)
 
 
-_TRAIN_ONLY = ("seed", "shuffle_buffer", "lighting_stddev", "data_service", "data_service_job", "start_example",
-               "examples_per_epoch")
-_EVAL_ONLY = ("crops", "preprocessing")
-
-
 def build_dataset(
     file_pattern,
     *,
@@ -557,20 +553,20 @@ def build_dataset(
     Returns:
       A `tf.data.Dataset`.
     """
-    given = dict(batch_size=batch_size, image_size=image_size, crops=crops, seed=seed, statistics=statistics,
-                 label_offset=label_offset, input_context=input_context, shuffle_buffer=shuffle_buffer,
-                 lighting_stddev=lighting_stddev, data_service=data_service, data_service_job=data_service_job,
-                 preprocessing=preprocessing, max_bad_fraction=max_bad_fraction, output_dtype=output_dtype,
-                 start_example=start_example, examples_per_epoch=examples_per_epoch)
+    given = dict(locals())  # the keywords, each an options field, the source or `training`
     source = Source(file_pattern, tfds_name=tfds_name, tfds_split=tfds_split)
+
+    def options(options_class):  # the keywords that are this builder's options
+        return options_class(**{field.name: given[field.name] for field in dataclasses.fields(options_class)})
+
     if not training:
-        return build_eval_dataset(source, EvalOptions(**{k: v for k, v in given.items() if k not in _TRAIN_ONLY}))
+        return build_eval_dataset(source, options(EvalOptions))
     if crops != 1:
         raise ValueError("Ten-crop batches are for evaluation: pass training=False with crops=10.")
     if conventions.check_preprocessing(preprocessing) != conventions.PAPER:
         raise ValueError(f"preprocessing={preprocessing!r} is a single-crop evaluation geometry; training and "
                          "ten-crop batches use the paper's.")
-    return build_train_dataset(source, TrainOptions(**{k: v for k, v in given.items() if k not in _EVAL_ONLY}))
+    return build_train_dataset(source, options(TrainOptions))
 
 
 def build_indexed_dataset(file_pattern, *, batch_size, image_size=224, statistics=None,

@@ -76,9 +76,8 @@ class AlexNetSpec:
 
     def __post_init__(self):
         # Sequences become tuples (a JSON list or a flag's list compares equal to the default).
-        for name in ("conv1_padding", "dropout_inputs_of", "conv_filters"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "conv1_padding", tuple(int(p) for p in self.conv1_padding))
+        object.__setattr__(self, "dropout_inputs_of", tuple(self.dropout_inputs_of))
         object.__setattr__(self, "conv_filters", tuple(int(f) for f in self.conv_filters))
         if self.adaptive_pool_size is not None:
             object.__setattr__(self, "adaptive_pool_size", int(self.adaptive_pool_size))
@@ -122,8 +121,8 @@ class AlexNetSpec:
 
     def to_json(self):
         """A dict of JSON types: every field, tuples as lists."""
-        return {field.name: list(value) if isinstance(value, tuple) else value
-                for field in dataclasses.fields(self) for value in (getattr(self, field.name),)}
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_json(cls, record, *, source="the spec"):

@@ -33,8 +33,8 @@ def evaluate(config):
     with strategy.scope():
         model, spec, checkpoint = run_dir.load_model(config.model_dir, config.checkpoint)
     statistics = run_dir.statistics_of(spec)
-    num_classes = run_dir.network_of(spec).num_classes
-    image_size = run_dir.network_of(spec).image_size
+    network = run_dir.network_of(spec)
+    num_classes, image_size = network.num_classes, network.image_size
     if config.batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"Expected --batch_size to be divisible by the {strategy.num_replicas_in_sync} "
                          f"replicas. Received: {config.batch_size}")

@@ -65,7 +65,7 @@ def resume(config, plateau, record, *, epoch):
     if not recorded:
         changes.append("this run's checkpoint predates the recorded schedule: its rate continues as checkpointed")
     for name in SCHEDULE_FLAGS:
-        if recorded and name in recorded and recorded[name] != current[name]:
+        if name in recorded and recorded[name] != current[name]:
             changes.append(f"--{name} changed from {recorded[name]} to {current[name]}")
     old_rate = recorded.get("learning_rate")
     if old_rate and old_rate != config.learning_rate:

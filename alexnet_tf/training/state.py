@@ -1,6 +1,6 @@
 """The training state on disk: one `tf.train.Checkpoint` of model, optimizer, counters,
-plateau rule and schedule record (`training.schedule`), saved to `backup/` (restart state) and `checkpoints/` (one per epoch), and
-restored from the newest readable one. No input state: the input stream is a function of
+plateau rule and schedule record (`training.schedule`), saved to `backup/` (restart state)
+and `checkpoints/` (one per epoch), and restored from the newest readable one. No input state: the input stream is a function of
 the run's seed and the step (`pipelines.TrainOptions(start_example=...)`), so a checkpoint
 is the weights and optimizer slots alone."""
 
