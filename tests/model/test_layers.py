@@ -256,7 +256,10 @@ def test_grouped_conv_probe_tells_whether_the_cpu_trains_native_grouped_convolut
         assert all(np.all(np.isfinite(t)) for t in _output_and_gradients(native, x))
         assert GroupedConv2D(6, 3, groups=2)._resolved_implementation() == "native"
     else:
-        with pytest.raises(tf.errors.InvalidArgumentError):
+        # The failures the probe catches: which one TensorFlow raises depends on the kernel that
+        # meets the grouped convolution first (seen here: InvalidArgumentError, and in a
+        # process that had run other tests, UnimplementedError at the BiasAdd).
+        with pytest.raises((tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.NotFoundError)):
             _output_and_gradients(native, x)
         assert GroupedConv2D(6, 3, groups=2)._resolved_implementation() == "towers"
     with portable_kernels():
