@@ -20,7 +20,8 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder of validation shards (
 _EVAL_FILES = flags.DEFINE_string("eval_files", None, "Glob of shards (instead of --data_dir).")
 _SPLIT = flags.DEFINE_string("split", "validation", "Split to evaluate in --data_dir.")
 _CROPS = flags.DEFINE_enum("crops", "1", ["1", "10"], "1: centre crop; 10: the paper's ten crops.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Images per batch (global).", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Images per batch (global).", lower_bound=1,
+                                  upper_bound=65536)
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Where to write the results.")
 _WORST_CLASSES = flags.DEFINE_integer("worst_classes", 5, "How many of the worst classes to list.", lower_bound=0)
 _STRATEGY = flags.DEFINE_enum("strategy", "auto", ["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"],
@@ -43,6 +44,7 @@ def main(argv):
 
     eval_files = _EVAL_FILES.value or schema.split_file_pattern(_DATA_DIR.value, _SPLIT.value)
     from alexnet_tf.serving import evaluation
+    from alexnet_tf.training import strategies
 
     config = evaluation.EvalConfig(
         model_dir=_MODEL_DIR.value, eval_files=eval_files, checkpoint=_CHECKPOINT.value,
@@ -50,7 +52,7 @@ def main(argv):
         num_virtual_cpus=_NUM_VIRTUAL_CPUS.value)
     try:
         results = evaluation.evaluate(config)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, strategies.StrategyError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1
     output = _OUTPUT_JSON.value or os.path.join(_MODEL_DIR.value, f"eval_crops{config.crops}.json")

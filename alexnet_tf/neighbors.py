@@ -23,7 +23,8 @@ _FILES = flags.DEFINE_string("files", None, "Glob of shards (instead of --data_d
 _SPLIT = flags.DEFINE_string("split", "train", "The split whose images are searched.")
 _K = flags.DEFINE_integer("k", 5, "Neighbours per query.", lower_bound=1)
 _OUTPUT = flags.DEFINE_string("output", None, "Contact sheet PNG (none without it).")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Images per batch for the features.", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Images per batch for the features.", lower_bound=1,
+                                  upper_bound=65536)
 
 
 # Run directories are local (or mounted): checked when the flags are parsed.

@@ -56,7 +56,7 @@ _CONV_FILTERS = flags.DEFINE_list("conv_filters", ["96", "256", "384", "384", "2
 _FC_UNITS = flags.DEFINE_integer("fc_units", 4096, "Width of fc6 and fc7.", lower_bound=1)
 
 # The paper's recipe.
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Global batch (split across replicas).", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Global batch (split across replicas).", lower_bound=1, upper_bound=65536)
 _EPOCHS = flags.DEFINE_integer("epochs", 90, "Maximum epochs.", lower_bound=1)
 _STEPS_PER_EPOCH = flags.DEFINE_integer("steps_per_epoch", 0, "0: training examples // batch.", lower_bound=0)
 _EVAL_STEPS = flags.DEFINE_integer("eval_steps", 0, "0: the whole validation split.", lower_bound=0)

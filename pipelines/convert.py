@@ -37,7 +37,8 @@ _NUM_SHARDS = flags.DEFINE_integer(
 _WORKERS = flags.DEFINE_integer("workers", 0, "Worker processes; 0: one per core.", lower_bound=0)
 _RESIZE_SHORTER = flags.DEFINE_integer(
     "resize_shorter", 256, "Shorter side of the stored images (the paper: 256); 0 keeps the size, and each RGB "
-    "JPEG byte for byte (only CMYK, grayscale and non-JPEG files are re-encoded).", lower_bound=0)
+    "JPEG byte for byte (only CMYK, grayscale and non-JPEG files are re-encoded).", lower_bound=0,
+    upper_bound=conversion.MAX_RESIZE_SHORTER)
 _QUALITY = flags.DEFINE_integer("quality", 95, "JPEG quality of the stored images.", lower_bound=1, upper_bound=100)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the file-to-shard assignment.")
 _MAX_BAD_FRACTION = flags.DEFINE_float(

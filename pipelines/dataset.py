@@ -278,9 +278,21 @@ def tfds_records(name, *, split, data_dir, input_context=None):
 # Pipelines
 
 
+# The largest batch any command takes (--batch_size's upper bound): 65,536 images of 224 px are
+# 39 GB of float32 already, and tf.data reserves room for a batch's elements up front.
+MAX_BATCH_SIZE = 65536
+
+
 def _positive_batch(batch_size):
-    if batch_size < 1:
-        raise ValueError(f"Expected batch_size >= 1. Received: {batch_size}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"Expected 1 <= --batch_size <= {MAX_BATCH_SIZE}. Received: {batch_size}")
+
+
+def batch_memory_error(batch_size, error):
+    """The ValueError to raise for TensorFlow's ResourceExhaustedError while reading batches:
+    a batch that does not fit in memory is a flag to lower, not a crash."""
+    return ValueError(f"A batch of --batch_size={batch_size} does not fit in this machine's memory "
+                      f"({error.message.splitlines()[0][:200]}): pass a smaller --batch_size.")
 
 
 def _ready_dtype(output_dtype):
@@ -580,6 +592,7 @@ def build_indexed_dataset(file_pattern, *, batch_size, image_size=224, statistic
       (files, dataset): the sorted shard paths, and batches of `(images float32 [B, S, S, 3],
       labels int32 [B], file_indices int64 [B], record_indices int64 [B], filenames [B])`.
     """
+    _positive_batch(batch_size)
     files = list_files(file_pattern)
     skip = audit.audit_files(files, max_bad_fraction=max_bad_fraction)
     statistics = statistics or load_statistics(os.path.dirname(files[0]))

@@ -79,6 +79,8 @@ def evaluate(config):
         from pipelines import audit
 
         raise audit.damaged_shard_error(datasets.list_files(config.eval_files), error) from None
+    except tf.errors.ResourceExhaustedError as error:
+        raise datasets.batch_memory_error(config.batch_size, error) from None
     count = per_class[0].sum()
     if not count:
         raise ValueError(f"No examples in {config.eval_files}.")

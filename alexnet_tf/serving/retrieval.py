@@ -102,17 +102,21 @@ def split_features(model, *, image_size, statistics, checkpoint, file_pattern, c
               "record_indices": np.empty(total, np.int64)}
     filenames = []
     done, start, last_report = 0, time.perf_counter(), time.perf_counter()
-    for images, labels, file_indices, record_indices, names in dataset:
-        if done + len(labels) > total:
-            raise ValueError(f"{file_pattern}: more examples than the {total} records the shards hold.")
-        rows = slice(done, done + len(labels))
-        for name, value in zip(arrays, (compute(images), labels, file_indices, record_indices)):
-            arrays[name][rows] = value.numpy()
-        filenames.extend(name.decode("utf-8", "replace") for name in names.numpy())
-        done += len(labels)
-        if time.perf_counter() - last_report >= progress_every_seconds:
-            last_report = time.perf_counter()
-            logger.info("fc7 features: %d / %d images (%.0f images/s)", done, total, done / (last_report - start))
+    try:
+        for images, labels, file_indices, record_indices, names in dataset:
+            if done + len(labels) > total:
+                raise ValueError(f"{file_pattern}: more examples than the {total} records the shards hold.")
+            rows = slice(done, done + len(labels))
+            for name, value in zip(arrays, (compute(images), labels, file_indices, record_indices)):
+                arrays[name][rows] = value.numpy()
+            filenames.extend(name.decode("utf-8", "replace") for name in names.numpy())
+            done += len(labels)
+            if time.perf_counter() - last_report >= progress_every_seconds:
+                last_report = time.perf_counter()
+                logger.info("fc7 features: %d / %d images (%.0f images/s)", done, total,
+                            done / (last_report - start))
+    except tf.errors.ResourceExhaustedError as error:
+        raise datasets.batch_memory_error(batch_size, error) from None
     if done != total:
         raise ValueError(f"{file_pattern}: read {done} examples of the {total} records the shards hold.")
     arrays["filenames"] = np.array(filenames)

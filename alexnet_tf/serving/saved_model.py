@@ -31,6 +31,7 @@ requests for every signature, so TF Serving warms each one before it reports the
 import dataclasses
 import glob
 import logging
+import math
 import os
 import shutil
 
@@ -84,6 +85,14 @@ def export_run(config):
     """
     if config.format not in ("saved_model", "npy", "tflite"):
         raise ExportError(f"Expected format 'saved_model', 'npy' or 'tflite'. Received: {config.format!r}")
+    # A flag of another format would be ignored: the user meant something this does not do.
+    misplaced = [flag for flag, given, formats in (
+        ("--quantize", config.quantize != "none", ("tflite",)), ("--output", config.output, ("npy", "tflite")),
+        ("--export_dir", config.export_dir, ("saved_model",)), ("--version", config.version, ("saved_model",)))
+        if given and config.format not in formats]
+    if misplaced:
+        raise ExportError(f"{' and '.join(misplaced)} not for --format={config.format} (it would be ignored): "
+                          "drop it, or pass the --format it is for (see --help).")
     # A float32 model whatever the training precision (or a global policy left set by the caller).
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
@@ -227,12 +236,17 @@ def next_version(export_dir):
     return max(versions, default=0) + 1
 
 
-def warmup_requests(image_size):
+def warmup_requests(image_size, max_pixels=DEFAULT_MAX_PIXELS):
     """Real requests for every signature, as (signature name, {input name: ndarray}): the
-    warm-up records TF Serving replays while loading, and what the export is checked on."""
+    warm-up records TF Serving replays while loading, and what the export is checked on.
+    Each image is within `max_pixels` (scaled down to fit, aspect kept), so that a version
+    serving only small images warms up too."""
     rng = np.random.default_rng(0)
     jpegs = []
     for height, width in ((image_size + 40, image_size + 90), (300, 200), (image_size, image_size), (480, 640)):
+        if height * width > max_pixels:
+            scale = math.sqrt(max_pixels / (height * width))
+            height, width = max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
         pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
         jpegs.append(tf.io.encode_jpeg(pixels, quality=90).numpy())
     pixels = rng.integers(0, 256, size=(2, image_size, image_size, 3), dtype=np.uint8)
@@ -321,7 +335,7 @@ def export_model(model, *, export_dir, class_names=(), statistics=None, image_si
         with portable_kernels():
             signatures = module.signatures()
             tf.saved_model.save(module, tmp, signatures=signatures)
-        _write_warmup_requests(os.path.join(tmp, WARMUP_FILE), warmup_requests(image_size))
+        _write_warmup_requests(os.path.join(tmp, WARMUP_FILE), warmup_requests(image_size, max_pixels))
         # Published only once it answers as TF Serving will load it.
         _check_session_serving(tmp, signatures)
         if os.path.exists(target):

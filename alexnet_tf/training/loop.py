@@ -169,7 +169,7 @@ def train(config, *, on_epoch_end=None):
 def _train(config, on_epoch_end):
     try:
         strategy = strategies.create_strategy(config.strategy, num_virtual_cpus=config.num_virtual_cpus)
-    except strategies.NoGpuError as error:
+    except strategies.StrategyError as error:
         raise TrainingError(str(error)) from None
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:

@@ -17,7 +17,11 @@ GPU_INSTALL_COMMAND = "pip install -e '.[gpu]'"
 logger = logging.getLogger(__name__)
 
 
-class NoGpuError(RuntimeError):
+class StrategyError(RuntimeError):
+    """The strategy asked for cannot be built here; the message names --strategy and what to do."""
+
+
+class NoGpuError(StrategyError):
     """MirroredStrategy was asked for where TensorFlow sees no GPU; the message says what to do."""
 
 
@@ -92,7 +96,12 @@ def create_strategy(name="auto", *, num_virtual_cpus=0, tpu_address=""):
         return tf.distribute.MultiWorkerMirroredStrategy(
             communication_options=tf.distribute.experimental.CommunicationOptions(
                 implementation=implementation, timeout_seconds=COLLECTIVE_TIMEOUT_SECONDS))
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
+    except ValueError as error:  # TensorFlow's "Please provide a TPU Name to connect to."
+        raise StrategyError(f"--strategy=tpu, but no TPU was found ({error}). Run on a Cloud TPU VM (its TPU is "
+                         "found by itself) or set TPU_NAME to the TPU's name or grpc:// address; or choose "
+                         "another --strategy.") from None
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)

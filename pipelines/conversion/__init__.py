@@ -13,7 +13,7 @@ interrupted. `converter` runs it all with a progress bar and writes dataset_info
 Importing this package does not import TensorFlow.
 """
 
-from pipelines.conversion.config import ConversionError, ConvertConfig, SplitSummary
+from pipelines.conversion.config import MAX_RESIZE_SHORTER, ConversionError, ConvertConfig, SplitSummary
 from pipelines.conversion.converter import convert_split, rgb_statistics
 from pipelines.conversion.images import BadImageError, encode_rgb_jpeg
 from pipelines.conversion.planning import MANIFEST_DIR, default_num_shards, read_class_names

@@ -6,6 +6,11 @@ import dataclasses
 from pipelines import schema
 
 
+# The largest --resize_shorter: the longer side grows in proportion, and a JPEG's sides are at
+# most 65,535 pixels (an image 4x longer than high still fits).
+MAX_RESIZE_SHORTER = 16384
+
+
 class ConversionError(Exception):
     """Invalid input or arguments; the message says what and how to fix it."""
 

@@ -20,7 +20,7 @@ from pipelines.conversion import worker
 from pipelines.conversion.planning import (MANIFEST_DIR, check_foreign_shards, info_path, is_complete, list_entries,
                                            plan_shards, read_class_names, remove_stale_temporaries,
                                            resolve_classes)
-from pipelines.conversion.config import ConversionError, SplitSummary
+from pipelines.conversion.config import MAX_RESIZE_SHORTER, ConversionError, SplitSummary
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,9 @@ def _validate(config):
         path = getattr(config, flag)
         if path and not os.path.isfile(path):
             raise ConversionError(f"--{flag}={path} does not exist.")
-    if config.resize_shorter < 0:
-        raise ConversionError(f"Expected --resize_shorter >= 0. Received: {config.resize_shorter}")
+    if not 0 <= config.resize_shorter <= MAX_RESIZE_SHORTER:
+        raise ConversionError(f"Expected 0 <= --resize_shorter <= {MAX_RESIZE_SHORTER} (a JPEG's sides are at most "
+                              f"65,535 pixels). Received: {config.resize_shorter}")
     if not 1 <= config.quality <= 100:
         raise ConversionError(f"Expected 1 <= --quality <= 100. Received: {config.quality}")
     if config.num_shards < 0 or config.workers < 0:

@@ -304,7 +304,7 @@ def test_the_two_builders_are_what_build_dataset_fronts(shards):
         EvalOptions(batch_size=3, crops=5)
     with pytest.raises(ValueError, match="'caffe' is a single-crop evaluation geometry"):
         EvalOptions(batch_size=3, crops=10, preprocessing="caffe")
-    with pytest.raises(ValueError, match="Expected batch_size >= 1. Received: 0"):
+    with pytest.raises(ValueError, match="Expected 1 <= --batch_size <= 65536. Received: 0"):
         TrainOptions(batch_size=0)
     # A seedless pipeline draws one seed, used by its crops, flips and order alike.
     assert isinstance(TrainOptions(batch_size=2).seed, int)
