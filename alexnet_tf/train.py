@@ -54,6 +54,18 @@ _DROPOUT = flags.DEFINE_float("dropout", 0.5, "Dropout after fc6 and fc7.", lowe
 _INIT = flags.DEFINE_enum("init", "paper", ["paper", "he"], "paper: N(0, 0.01) and unit biases; he: He normal.")
 _CONV_FILTERS = flags.DEFINE_list("conv_filters", ["96", "256", "384", "384", "256"], "Kernels of conv1..conv5.")
 _FC_UNITS = flags.DEFINE_integer("fc_units", 4096, "Width of fc6 and fc7.", lower_bound=1)
+_POOL_SIZE = flags.DEFINE_integer("pool_size", 3, "Max-pooling window, stride 2: 3 overlaps (the paper, Section 3.4); "
+                                  "2 does not.", lower_bound=2, upper_bound=3)
+_ACTIVATION = flags.DEFINE_enum("activation", "relu", ["relu", "tanh"], "Nonlinearity of the hidden layers "
+                                "(the paper: ReLU; tanh for Section 3.1's comparison).")
+_REMOVED_LAYERS = flags.DEFINE_list("removed_layers", [], "Convolutional layers left out, among conv3, conv4, conv5 "
+                                    "(Section 7's ablation): the next layer takes the previous one's output.")
+
+# Augmentation (Section 4.1); each can be switched off for the ablations.
+_RANDOM_CROP = flags.DEFINE_bool("random_crop", True, "Random 224/256 crops in training (false: the centre crop).")
+_RANDOM_FLIP = flags.DEFINE_bool("random_flip", True, "Horizontal reflections in training.")
+_LIGHTING_STDDEV = flags.DEFINE_float("lighting_stddev", 0.1, "PCA lighting noise: alpha ~ N(0, this) (the paper: "
+                                      "0.1; 0: none).", lower_bound=0.0)
 
 # The paper's recipe.
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Global batch (split across replicas).", lower_bound=1, upper_bound=65536)
@@ -148,7 +160,8 @@ def _validate():
 
     try:  # the network the flags describe, checked as the library will (classes come later)
         AlexNetSpec(image_size=_IMAGE_SIZE.value, groups=_GROUPS.value, dropout=_DROPOUT.value, init=_INIT.value,
-                    conv_filters=[int(v) for v in _CONV_FILTERS.value], fc_units=_FC_UNITS.value)
+                    conv_filters=[int(v) for v in _CONV_FILTERS.value], fc_units=_FC_UNITS.value,
+                    pool_size=_POOL_SIZE.value, activation=_ACTIVATION.value, removed_layers=_REMOVED_LAYERS.value)
     except ValueError as error:
         raise app.UsageError(f"The architecture flags do not make a network: {error}") from None
 

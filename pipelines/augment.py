@@ -191,11 +191,12 @@ def pca_lighting(image, *, eigval, eigvec, stddev=PCA_LIGHTING_STDDEV, seed=None
     return tf.cast(image, tf.float32) + offset[..., tf.newaxis, tf.newaxis, :]
 
 
-def draw_flips_and_alphas(batch_size, seeds, stddev=PCA_LIGHTING_STDDEV):
+def draw_flips_and_alphas(batch_size, seeds, stddev=PCA_LIGHTING_STDDEV, flip=True):
     """(flips bool [B], alphas float32 [B, 3]): the draws of `flip_light_centre` for seeds
     [2, 2] (the same as `random_flip`'s with `seeds[0]` and `pca_lighting`'s with `seeds[1]`).
-    Run it outside XLA: XLA's generator draws other numbers."""
-    flips = tf.random.stateless_uniform([batch_size], seed=seeds[0], alg=RNG_ALGORITHM) < 0.5
+    `flip=False` mirrors nothing (the ablation; the draws are made all the same, so the
+    lighting is the flipping run's). Run it outside XLA: XLA's generator draws other numbers."""
+    flips = tf.random.stateless_uniform([batch_size], seed=seeds[0], alg=RNG_ALGORITHM) < (0.5 if flip else 0.0)
     alphas = tf.random.stateless_normal([batch_size, 3], seed=seeds[1], stddev=stddev, alg=RNG_ALGORITHM)
     return flips, alphas
 

@@ -108,7 +108,7 @@ def decode_ten_crops(encoded, *, image_size):
 # Per-batch ops
 
 
-def make_train_normalizer(statistics, *, lighting_stddev):
+def make_train_normalizer(statistics, *, lighting_stddev, random_flip=True):
     """(uint8 images [B, S, S, 3], seeds [2, 2]) -> float32: flip, lighting, mean off.
 
     One XLA-compiled function: each image is mirrored with probability 1/2, gets its own
@@ -126,7 +126,7 @@ def make_train_normalizer(statistics, *, lighting_stddev):
 
     def normalize(images, seeds):
         # The draws on TensorFlow's kernels, as the training step's (XLA draws other numbers).
-        flips, alphas = augment.draw_flips_and_alphas(tf.shape(images)[0], seeds, lighting_stddev)
+        flips, alphas = augment.draw_flips_and_alphas(tf.shape(images)[0], seeds, lighting_stddev, random_flip)
         return apply(images, flips, alphas)
 
     return normalize
@@ -334,6 +334,8 @@ class TrainOptions:
     input_context: tf.distribute.InputContext | None = None
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
     lighting_stddev: float = constants.PCA_LIGHTING_STDDEV
+    random_crop: bool = True  # False: the centre crop (the ablation)
+    random_flip: bool = True  # (float32 output; uint8 crops are flipped on the device)
     data_service: str | None = None
     data_service_job: str = "alexnet_train"
     max_bad_fraction: float = audit.DEFAULT_MAX_BAD_FRACTION
@@ -431,6 +433,8 @@ def build_train_dataset(source, options):
 
     def train_example(index, record):
         encoded, label = parse(record)
+        if not options.random_crop:
+            return index, decode_for_eval(encoded, image_size=options.image_size), label_of(label)
         crop_seed = tf.stack([tf.cast(seed, tf.int64), index])
         return index, decode_for_train(encoded, crop_seed, image_size=options.image_size), label_of(label)
 
@@ -440,7 +444,8 @@ def build_train_dataset(source, options):
         train_example, num_parallel_calls=AUTOTUNE, deterministic=True)
     dataset = dataset.batch(_replica_batch(options), drop_remainder=True)
     if options.output_dtype == tf.float32:
-        normalize_images = make_train_normalizer(statistics, lighting_stddev=options.lighting_stddev)
+        normalize_images = make_train_normalizer(statistics, lighting_stddev=options.lighting_stddev,
+                                                 random_flip=options.random_flip)
 
         def ready(indices, images, labels):
             # Seeds of the batch's flips and alphas: its first example's stream position, in
@@ -502,6 +507,8 @@ def build_dataset(
     input_context=None,
     shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
     lighting_stddev=constants.PCA_LIGHTING_STDDEV,
+    random_crop=True,
+    random_flip=True,
     tfds_name=None,
     tfds_split=None,
     data_service=None,
@@ -533,6 +540,8 @@ def build_dataset(
       input_context: a `tf.distribute.InputContext` (from `distribute_datasets_from_function`).
       shuffle_buffer: examples in the shuffle buffer.
       lighting_stddev: stddev of the paper's lighting alphas (0 disables).
+      random_crop: training only: False takes the centre crop (the paper's ablation).
+      random_flip: training only, float32 output: False mirrors nothing.
       tfds_name: read this prepared TFDS dataset (e.g. "imagenet2012") instead of shards.
       tfds_split: its split (default "train" / "validation").
       data_service: "grpc://HOST:PORT" of a tf.data service dispatcher: the training

@@ -50,7 +50,8 @@ def require_local_paths(*names, flag_values=flags.FLAGS):
     for name in names:
         def is_local(value, name=name):
             try:
-                run_dir.check_local_path(value, flag=f"--{name}")
+                for path in value if isinstance(value, list) else [value]:  # (a list flag: each)
+                    run_dir.check_local_path(path, flag=f"--{name}")
             except ValueError as error:
                 raise flags.ValidationError(str(error)) from None
             return True

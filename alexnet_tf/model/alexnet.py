@@ -77,7 +77,7 @@ def _build(spec, *, grouped_conv, lrn_implementation, seed, name):
             strides=strides,
             padding=padding,
             groups=layer_groups,
-            activation="relu",
+            activation=spec.activation,
             kernel_initializer=kernel_init,
             bias_initializer=bias_init,
             kernel_regularizer=regularizer,
@@ -103,8 +103,8 @@ def _build(spec, *, grouped_conv, lrn_implementation, seed, name):
         return keras.layers.Identity(name=layer_name)
 
     def pool(layer_name):
-        # Overlapping pooling, z = 3, s = 2 (Section 3.4).
-        return keras.layers.MaxPooling2D(pool_size=3, strides=2, name=layer_name)
+        # Overlapping pooling, z = 3, s = 2 (Section 3.4); or non-overlapping, z = s = 2.
+        return keras.layers.MaxPooling2D(pool_size=spec.pool_size, strides=2, name=layer_name)
 
     images = keras.Input(shape=(spec.image_size, spec.image_size, 3), name="images")
     x = keras.layers.ZeroPadding2D((spec.conv1_padding, spec.conv1_padding), name="pad1")(images)
@@ -114,9 +114,12 @@ def _build(spec, *, grouped_conv, lrn_implementation, seed, name):
     x = conv("conv2", spec.conv_filters[1], 5, layer_groups=spec.groups)(x)
     x = norm("norm2")(x)
     x = pool("pool2")(x)
-    x = conv("conv3", spec.conv_filters[2], 3)(x)
-    x = conv("conv4", spec.conv_filters[3], 3, layer_groups=spec.groups)(x)
-    x = conv("conv5", spec.conv_filters[4], 3, layer_groups=spec.groups)(x)
+    for layer_name, filters, layer_groups in (("conv3", spec.conv_filters[2], 1),
+                                              ("conv4", spec.conv_filters[3], spec.groups),
+                                              ("conv5", spec.conv_filters[4], spec.groups)):
+        layer = conv(layer_name, filters, 3, layer_groups=layer_groups)  # (drawn anyway: the seeds stay)
+        if layer_name not in spec.removed_layers:
+            x = layer(x)
     x = pool("pool5")(x)
     if spec.adaptive_pool_size is not None:
         x = AdaptiveAveragePooling2D(spec.adaptive_pool_size, name="avgpool")(x)
@@ -127,7 +130,7 @@ def _build(spec, *, grouped_conv, lrn_implementation, seed, name):
         if layer_name in spec.dropout_inputs_of:
             x = keras.layers.Dropout(spec.dropout, seed=_layer_seed(seed, 49 + index), name=f"drop{5 + index}")(x)
         # fc8 gives logits: the softmax lives in the loss and in the export.
-        x = dense(layer_name, units, None if layer_name == "fc8" else "relu")(x)
+        x = dense(layer_name, units, None if layer_name == "fc8" else spec.activation)(x)
     logits = x
     # Kept in float32 under a mixed-precision policy so the loss and the softmax see full precision.
     if logits.dtype != "float32":

@@ -22,6 +22,14 @@ PAPER_CONV1_PADDING = (1, 2)
 PAPER_DROPOUT_INPUTS_OF = ("fc7", "fc8")
 FC_LAYERS = ("fc6", "fc7", "fc8")
 INITS = ("paper", "he")
+# Max pooling windows with stride 2: the paper's overlapping 3 (Section 3.4) or the
+# traditional non-overlapping 2 (the same output sizes: 55 -> 27 -> 13 -> 6 either way).
+POOL_SIZES = (3, 2)
+# The hidden layers' nonlinearity: the paper's ReLU, or the tanh it compares it with (3.1).
+ACTIVATIONS = ("relu", "tanh")
+# The convolutional layers Section 7's ablation removes ("removing any of the middle layers
+# results in a loss of about 2% for the top-1 performance"); the next layer takes its input.
+REMOVABLE_LAYERS = ("conv3", "conv4", "conv5")
 
 # The smallest input for which pool5 is still at least 1x1: (64 + 3 - 11) / 4 + 1 = 15,
 # pool1 -> 7, pool2 -> 3, pool5 -> 1.
@@ -54,6 +62,12 @@ class AlexNetSpec:
       init: "paper" (N(0, 0.01), unit biases in conv2/4/5, fc6/7) or "he".
       conv_filters: kernels of conv1..conv5 (shrink them for fast tests).
       fc_units: width of fc6 and fc7.
+      pool_size: the max-pooling window, stride 2: the paper's overlapping 3 or a
+        non-overlapping 2 (Section 3.4's ablation).
+      activation: "relu" (the paper) or "tanh" (Section 3.1's comparison).
+      removed_layers: convolutional layers left out (among conv3, conv4, conv5; Section 7's
+        ablation): the next layer takes the previous one's output; conv_filters keeps five
+        entries, the removed layers' unused.
 
     Raises:
       ValueError: a value the network cannot be built with, named with what was expected.
@@ -73,12 +87,16 @@ class AlexNetSpec:
     init: str = "paper"
     conv_filters: tuple = PAPER_CONV_FILTERS
     fc_units: int = PAPER_FC_UNITS
+    pool_size: int = 3
+    activation: str = "relu"
+    removed_layers: tuple = ()
 
     def __post_init__(self):
         # Sequences become tuples (a JSON list or a flag's list compares equal to the default).
         object.__setattr__(self, "conv1_padding", tuple(int(p) for p in self.conv1_padding))
         object.__setattr__(self, "dropout_inputs_of", tuple(self.dropout_inputs_of))
         object.__setattr__(self, "conv_filters", tuple(int(f) for f in self.conv_filters))
+        object.__setattr__(self, "removed_layers", tuple(self.removed_layers))
         if self.adaptive_pool_size is not None:
             object.__setattr__(self, "adaptive_pool_size", int(self.adaptive_pool_size))
         self._check()
@@ -112,6 +130,15 @@ class AlexNetSpec:
         if not set(self.dropout_inputs_of) <= set(FC_LAYERS):
             raise ValueError(f"Expected dropout_inputs_of to name layers among {FC_LAYERS}. "
                              f"Received: dropout_inputs_of={self.dropout_inputs_of}")
+        if self.pool_size not in POOL_SIZES:
+            raise ValueError(f"Expected pool_size 3 (overlapping, the paper) or 2 (non-overlapping). "
+                             f"Received: pool_size={self.pool_size}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"Expected activation to be one of {ACTIVATIONS}. Received: activation={self.activation!r}")
+        if not set(self.removed_layers) <= set(REMOVABLE_LAYERS) or len(set(self.removed_layers)) != len(
+                self.removed_layers) or len(self.removed_layers) == len(REMOVABLE_LAYERS):
+            raise ValueError(f"Expected removed_layers to name distinct layers among {REMOVABLE_LAYERS}, at least "
+                             f"one of them kept. Received: removed_layers={self.removed_layers}")
         if self.adaptive_pool_size is not None and self.adaptive_pool_size < 1:
             raise ValueError(f"Expected adaptive_pool_size None or >= 1. Received: {self.adaptive_pool_size}")
 

@@ -58,7 +58,7 @@ class ExportError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
-    model_dir: str
+    model_dir: object  # a run directory, or a sequence of them: their ensemble (a SavedModel)
     checkpoint: str | None = None  # default: the latest
     format: str = "saved_model"  # "npy": the weights in the bvlc_alexnet layout; "tflite": TF Lite
     export_dir: str | None = None  # default: model_dir/export
@@ -85,9 +85,12 @@ def export_run(config):
     """
     if config.format not in ("saved_model", "npy", "tflite"):
         raise ExportError(f"Expected format 'saved_model', 'npy' or 'tflite'. Received: {config.format!r}")
+    if not isinstance(config.model_dir, (str, os.PathLike)):
+        return _export_ensemble(config)
     # A flag of another format would be ignored: the user meant something this does not do.
     misplaced = [flag for flag, given, formats in (
-        ("--quantize", config.quantize != "none", ("tflite",)), ("--output", config.output, ("npy", "tflite")),
+        ("--quantize", config.quantize != "none", ("tflite",)),
+        ("--output", config.output and isinstance(config.model_dir, (str, os.PathLike)), ("npy", "tflite")),
         ("--export_dir", config.export_dir, ("saved_model",)), ("--version", config.version, ("saved_model",)))
         if given and config.format not in formats]
     if misplaced:
@@ -111,6 +114,11 @@ def export_run(config):
     if config.format == "npy":
         from alexnet_tf.weights import caffe
 
+        if run_dir.network_of(spec).removed_layers:
+            raise ExportError(f"The bvlc_alexnet layout holds all eight layers; {config.model_dir}'s network leaves "
+                              f"out {', '.join(run_dir.network_of(spec).removed_layers)}. Export it as a SavedModel "
+                              "or TensorFlow Lite instead.")
+
         path = config.output or os.path.join(config.model_dir, run_dir.NPY_WEIGHTS_FILE)
         differences = caffe.export_npy(model, run_dir.network_of(spec), path, overwrite=config.overwrite)
         return ExportResult(path, checkpoint, tuple(differences))
@@ -119,6 +127,40 @@ def export_run(config):
         class_names=spec.get("class_names", ()), statistics=run_dir.statistics_of(spec),
         preprocessing=run_dir.preprocessing_of(spec), version=config.version, overwrite=config.overwrite, max_pixels=config.max_pixels)
     return ExportResult(path, checkpoint)
+
+
+def _export_ensemble(config):
+    """The runs' ensemble as one SavedModel version (`--output` or `--export_dir` the base
+    folder; default the first run's export/): the same signatures, the members' softmax
+    averaged, `features` their fc7 side by side."""
+    from alexnet_tf.model.ensemble import ensemble_model
+    from alexnet_tf.serving import evaluation
+
+    if config.format != "saved_model":
+        raise ExportError(f"An ensemble exports as a SavedModel; --format={config.format} holds one network.")
+    if config.checkpoint:
+        raise ExportError("--checkpoint picks one run's checkpoint; an ensemble uses each member's latest.")
+    if config.output and config.export_dir:
+        raise ExportError("Pass --output or --export_dir (the same folder for a SavedModel), not both.")
+    dirs = tuple(map(str, config.model_dir))
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        # The members of one ensemble as evaluation checks them (classes, input size, crop).
+        members = evaluation.load_members(dirs, crops=1)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    statistics = [run_dir.statistics_of(member.spec) for member in members]
+    model, features = ensemble_model([member.model for member in members], [s.rgb_mean for s in statistics])
+    first = members[0].spec
+    path = export_model(
+        model, export_dir=config.output or config.export_dir or os.path.join(dirs[0], run_dir.EXPORT_DIR),
+        class_names=first.get("class_names", ()), statistics=statistics[0],
+        preprocessing=run_dir.preprocessing_of(first), version=config.version, overwrite=config.overwrite,
+        max_pixels=config.max_pixels, features_model=features)
+    return ExportResult(path, ",".join(member.checkpoint for member in members))
 
 
 def _image_dimensions(image_bytes):
@@ -159,11 +201,11 @@ class ServingModule(tf.Module):
     """The model with its preprocessing and class names, as TF Serving signatures."""
 
     def __init__(self, model, *, class_names, rgb_mean, image_size, max_pixels=DEFAULT_MAX_PIXELS,
-                 preprocessing="paper"):
+                 preprocessing="paper", features_model=None):
         super().__init__(name="alexnet_serving")
         self.model = model
         self.preprocessing = preprocessing
-        self.features_model = feature_model(model)
+        self.features_model = features_model or feature_model(model)
         self.image_size = image_size
         self.max_pixels = max_pixels
         num_classes = model.output.shape[-1]
@@ -301,7 +343,7 @@ def _check_session_serving(path, signatures):
 
 
 def export_model(model, *, export_dir, class_names=(), statistics=None, image_size=None, version=None,
-                 overwrite=False, max_pixels=DEFAULT_MAX_PIXELS, preprocessing="paper"):
+                 overwrite=False, max_pixels=DEFAULT_MAX_PIXELS, preprocessing="paper", features_model=None):
     """Writes `export_dir/<version>` atomically. Returns its path.
 
     Args:
@@ -315,6 +357,7 @@ def export_model(model, *, export_dir, class_names=(), statistics=None, image_si
       max_pixels: the largest width x height accepted in `image_bytes`.
       preprocessing: the crop of `image_bytes` ("paper", or imported weights' "caffe" or
         "torchvision": `pipelines.preprocessing`).
+      features_model: what the `features` signature serves (default: the model's fc7).
     """
     statistics = statistics or datasets.DatasetStatistics()
     image_size = image_size or model.input.shape[1]
@@ -329,7 +372,8 @@ def export_model(model, *, export_dir, class_names=(), statistics=None, image_si
         shutil.rmtree(stale, ignore_errors=True)
     tmp = os.path.join(export_dir, f".tmp-{version}-{os.getpid()}")
     module = ServingModule(model, class_names=class_names, rgb_mean=statistics.rgb_mean,
-                           image_size=image_size, max_pixels=max_pixels, preprocessing=preprocessing)
+                           image_size=image_size, max_pixels=max_pixels, preprocessing=preprocessing,
+                           features_model=features_model)
     try:
         # Saving traces the Keras models' own call functions too: portable kernels for those as well.
         with portable_kernels():

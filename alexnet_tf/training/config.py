@@ -45,6 +45,14 @@ class TrainConfig:
     init: str = "paper"
     conv_filters: tuple = (96, 256, 384, 384, 256)
     fc_units: int = 4096
+    # The paper's ablations (flags/ablations/): pooling window, nonlinearity, removed layers,
+    # and the training augmentation (random crops, flips, PCA lighting's stddev; 0: none).
+    pool_size: int = 3
+    activation: str = "relu"
+    removed_layers: tuple = ()
+    random_crop: bool = True
+    random_flip: bool = True
+    lighting_stddev: float = 0.1
     plateau_factor: float = 0.1
     plateau_patience: int = 1
     plateau_min_delta: float = 0.0
@@ -74,6 +82,7 @@ class TrainConfig:
         object.__setattr__(self, "conv_filters", tuple(int(v) for v in self.conv_filters))
         object.__setattr__(self, "reinit_layers", tuple(self.reinit_layers))
         object.__setattr__(self, "freeze_layers", tuple(self.freeze_layers))
+        object.__setattr__(self, "removed_layers", tuple(self.removed_layers))
 
 
 @dataclasses.dataclass(frozen=True)

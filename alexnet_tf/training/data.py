@@ -130,6 +130,7 @@ def resolve_data(config):
     def make_train(input_context, statistics, **position):
         return datasets.build_train_dataset(train_source, datasets.TrainOptions(
             seed=config.seed, statistics=statistics, input_context=input_context, shuffle_buffer=config.shuffle_buffer,
+            random_crop=config.random_crop,
             data_service=config.tf_data_service, **common, **position))
 
     def make_eval(input_context, statistics):

@@ -50,7 +50,8 @@ KINDS = ("new", "resume", "init_from")
 # Everything else may change on a resume (epochs; the learning-rate recipe, applied from the
 # resumed step on by training.schedule; logging, backups, evaluation steps, strategy and
 # device flags) and is recorded in flags.txt.
-RESUME_FIXED_FIELDS = ("image_size", "groups", "lrn", "conv_filters", "fc_units", "num_classes", "batch_size",
+RESUME_FIXED_FIELDS = ("image_size", "groups", "lrn", "conv_filters", "fc_units", "pool_size", "activation",
+                       "removed_layers", "num_classes", "batch_size",
                        "data_dir", "train_files", "eval_files", "tfds_name", "tfds_data_dir", "synthetic",
                        "init_from", "seed", "shuffle_buffer", "steps_per_epoch", "freeze_layers", "mixed_precision",
                        "tf_data_service")
@@ -59,7 +60,8 @@ _PATH_FIELDS = ("data_dir", "train_files", "eval_files", "tfds_data_dir", "init_
 RUN_SETTINGS_KEY = "run_settings"
 # The network as model_spec.json records it, compared on a resume (older runs have no
 # RUN_SETTINGS_KEY; their network is still checked).
-_NETWORK_KEYS = ("num_classes", "image_size", "groups", "lrn", "conv_filters", "fc_units")
+_NETWORK_KEYS = ("num_classes", "image_size", "groups", "lrn", "conv_filters", "fc_units", "pool_size", "activation",
+                 "removed_layers")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +189,8 @@ def network_of_config(config, *, num_classes):
     """The `AlexNetSpec` a new run of `config` trains: its flags' fields, the paper's others."""
     return AlexNetSpec(num_classes=num_classes, image_size=config.image_size, groups=config.groups,
                        dropout=config.dropout, lrn=config.lrn, weight_decay=config.weight_decay, init=config.init,
-                       conv_filters=config.conv_filters, fc_units=config.fc_units)
+                       conv_filters=config.conv_filters, fc_units=config.fc_units, pool_size=config.pool_size,
+                       activation=config.activation, removed_layers=config.removed_layers)
 
 
 def _check_resume_network(config, recorded, network):
@@ -246,6 +249,10 @@ def _check_layer_names(config):
             raise TrainingError(
                 f"--{flag} names {', '.join(unknown)}, which is not a layer with weights. Expected "
                 f"names among {', '.join(WEIGHTED_LAYERS)}.")
+    removed = [name for name in (*config.freeze_layers, *(config.reinit_layers if config.init_from else ()))
+               if name in config.removed_layers]
+    if removed:
+        raise TrainingError(f"{', '.join(removed)} is in --removed_layers: it cannot be frozen or re-initialised.")
     both = sorted(set(config.freeze_layers) & set(config.reinit_layers)) if config.init_from else []
     if both:
         raise TrainingError(
@@ -264,9 +271,13 @@ def check_trainable(model_dir):
 
 def _copy_layers(source_model, model, *, source, reinit_layers):
     """Copies the source's weights into `model`, every layer with weights but `reinit_layers`."""
-    copied = [name for name in WEIGHTED_LAYERS if name not in reinit_layers]
+    present = {layer.name for layer in model.layers}
+    copied = [name for name in WEIGHTED_LAYERS if name not in reinit_layers and name in present]
     pairs = []
     for name in copied:
+        if name not in {layer.name for layer in source_model.layers}:
+            raise TrainingError(f"{source} has no layer {name} (its network leaves it out). Add {name} to "
+                                "--reinit_layers, or --removed_layers.")
         source_layer, target = source_model.get_layer(name), model.get_layer(name)
         for part in ("kernel", "bias"):
             value, variable = getattr(source_layer, part), getattr(target, part)

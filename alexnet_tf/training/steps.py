@@ -35,7 +35,8 @@ class DeviceInputs:
         return self.apply(images, self.draw(images, step))
 
 
-def make_device_inputs(statistics, *, seed, num_replicas, lighting_stddev=constants.PCA_LIGHTING_STDDEV):
+def make_device_inputs(statistics, *, seed, num_replicas, lighting_stddev=constants.PCA_LIGHTING_STDDEV,
+                       random_flip=True):
     """The `DeviceInputs` of a run: each replica's flips and lighting drawn with the host
     pipeline's streams (seed + 1, seed + 2) at position step x num_replicas + replica."""
     mean = tf.constant(statistics.rgb_mean, tf.float32)
@@ -49,7 +50,7 @@ def make_device_inputs(statistics, *, seed, num_replicas, lighting_stddev=consta
         position = tf.cast(step, tf.int64) * num_replicas + replica
         seeds = tf.stack([tf.stack([tf.constant(seed + 1, tf.int64), position]),
                           tf.stack([tf.constant(seed + 2, tf.int64), position])])
-        return augment.draw_flips_and_alphas(tf.shape(images)[0], seeds, lighting_stddev)
+        return augment.draw_flips_and_alphas(tf.shape(images)[0], seeds, lighting_stddev, random_flip)
 
     def apply(images, draws):
         if draws is None:
@@ -86,7 +87,9 @@ def make_steps(*, model, optimizer, strategy, config, statistics=None, learning_
 
         statistics = DatasetStatistics()
     inputs = make_device_inputs(statistics, seed=getattr(config, "seed", 0) or 0,
-                                num_replicas=strategy.num_replicas_in_sync)
+                                num_replicas=strategy.num_replicas_in_sync,
+                                lighting_stddev=getattr(config, "lighting_stddev", constants.PCA_LIGHTING_STDDEV),
+                                random_flip=getattr(config, "random_flip", True))
 
     def replica_train_step(images, labels, draws):
         images = inputs.apply(images, draws)

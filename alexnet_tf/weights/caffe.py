@@ -269,6 +269,9 @@ def differences_from_caffe(network):
     """What keeps Caffe's network from computing the function of `network` (an
     `AlexNetSpec`) with its weights (empty: nothing)."""
     expected = dict(image_size=CAFFE_IMAGE_SIZE, lrn=True, lrn_bias=CAFFE_LRN_BIAS, lrn_alpha=CAFFE_LRN_ALPHA,
-                    conv1_padding=CAFFE_CONV1_PADDING)
+                    conv1_padding=CAFFE_CONV1_PADDING, pool_size=3)
+    if network.activation != "relu":
+        return [f"activation={network.activation!r} (Caffe: 'relu')"] + differences_from_caffe(network.replace(
+            activation="relu"))
     return [f"{key}={getattr(network, key)!r} (Caffe: {value!r})" for key, value in expected.items()
             if not np.allclose(getattr(network, key), value, rtol=1e-6, atol=0)]
