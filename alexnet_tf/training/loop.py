@@ -374,7 +374,7 @@ def _end_epoch(epochs, epoch):
                 if name in metrics:
                     tf.summary.scalar(name, metrics[name], step=step)
         with writers["train"].as_default():
-            tf.summary.image("conv1_filters", summaries.conv1_filter_grid(epochs.model), step=step)
+            tf.summary.image("conv1_filters", summaries.conv1_filter_grid(epochs.model, epochs.config.groups), step=step)
             tf.summary.scalar("epoch", epoch + 1, step=step)
     state.epoch.assign(epoch + 1)
     state.save_checkpoint()

@@ -21,13 +21,14 @@ def _image_grid(images, columns):
     return grid[np.newaxis]
 
 
-def conv1_filter_grid(model):
-    """The conv1 kernels as one image (the paper's Figure 3): one row block per group."""
+def conv1_filter_grid(model, groups=2):
+    """The conv1 kernels as one image [1, H, W, 3] in [0, 1]: the report's Figure 3
+    (`alexnet_tf.figures.kernel_figure`: scaled 4x, one block per tower)."""
+    from alexnet_tf.figures.kernels import kernel_figure
+
     kernel = model.get_layer("conv1").kernel.numpy()  # [11, 11, 3, 96]
-    filters = np.transpose(kernel, (3, 0, 1, 2))
-    low, high = filters.min(axis=(1, 2, 3), keepdims=True), filters.max(axis=(1, 2, 3), keepdims=True)
-    filters = (filters - low) / np.maximum(high - low, 1e-12)
-    return _image_grid(filters, columns=max(1, len(filters) // 4))
+    groups = groups if kernel.shape[-1] % groups == 0 else 1
+    return kernel_figure(kernel, groups=groups).image[np.newaxis].astype(np.float32) / 255.0
 
 
 def _augmented_grid(images, mean):

@@ -20,7 +20,7 @@ import pytest
 from alexnet_tf.training import strategies
 from tests.commands import REPO
 
-COMMANDS = ("alexnet_tf.evaluate", "alexnet_tf.export", "alexnet_tf.neighbors", "alexnet_tf.predict",
+COMMANDS = ("alexnet_tf.evaluate", "alexnet_tf.export", "alexnet_tf.neighbors", "alexnet_tf.report", "alexnet_tf.predict",
             "alexnet_tf.import_weights", "pipelines.convert", "pipelines.verify", "pipelines.data_service")
 
 _FLAG_SPECS = r"""
@@ -125,6 +125,7 @@ def _errors():
     return {"alexnet_tf.evaluate": (FileNotFoundError, ValueError, strategies.StrategyError),
             "alexnet_tf.export": (FileNotFoundError, FileExistsError, saved_model.ExportError),
             "alexnet_tf.neighbors": (OSError, ValueError),
+            "alexnet_tf.report": (OSError, ValueError),
             "pipelines.convert": (conversion.ConversionError,),
             "pipelines.data_service": ()}
 
@@ -140,6 +141,8 @@ PROBES = {
     ("alexnet_tf.export", "quantize"): lambda *a, value: _export(*a, format="tflite", quantize=value),
     ("alexnet_tf.neighbors", "k"): lambda *a, value: _neighbors(*a, k=value),
     ("alexnet_tf.neighbors", "batch_size"): lambda *a, value: _neighbors(*a, batch_size=value),
+    # The report's --batch_size goes where neighbors' does: retrieval.split_features.
+    ("alexnet_tf.report", "batch_size"): lambda *a, value: _neighbors(*a, batch_size=value),
     ("pipelines.convert", "num_shards"): lambda *a, value: _convert(*a, num_shards=value),
     ("pipelines.convert", "workers"): lambda *a, value: _convert(*a, workers=value),
     ("pipelines.convert", "resize_shorter"): lambda *a, value: _convert(*a, resize_shorter=value),
@@ -187,6 +190,7 @@ def _cases():
         ("alexnet_tf.export", "quantize"): ["none", "dynamic"],
         ("alexnet_tf.neighbors", "k"): [1, 2 ** 31],
         ("alexnet_tf.neighbors", "batch_size"): [1, 65536],
+        ("alexnet_tf.report", "batch_size"): [1, 65536],
         ("pipelines.convert", "num_shards"): [0, 2 ** 31, 50],
         ("pipelines.convert", "workers"): [0, 2 ** 31, 64],
         ("pipelines.convert", "resize_shorter"): [0, 1, 16384],
@@ -223,7 +227,7 @@ def test_the_limits_the_flags_cannot_know_are_the_librarys(flag_specs, tmp_path)
     from pipelines import conversion
     from pipelines import dataset as datasets
 
-    for command in ("alexnet_tf.evaluate", "alexnet_tf.neighbors"):
+    for command in ("alexnet_tf.evaluate", "alexnet_tf.neighbors", "alexnet_tf.report"):
         assert flag_specs[command]["batch_size"]["upper"] == datasets.MAX_BATCH_SIZE
     with pytest.raises(ValueError, match=f"--batch_size <= {datasets.MAX_BATCH_SIZE}"):
         datasets.EvalOptions(batch_size=datasets.MAX_BATCH_SIZE + 1)

@@ -246,8 +246,9 @@ def test_conv1_filter_grid_shows_every_kernel():
     from alexnet_tf import build_alexnet
 
     grid = summaries.conv1_filter_grid(build_alexnet(10, image_size=64, fc_units=16))
-    # 96 kernels of 11x11x3 in 4 rows of 24 (groups of 48 in two row pairs), 1-px gaps.
-    assert grid.shape == (1, 4 * 12 - 1, 24 * 12 - 1, 3)
+    # The report's Figure 3: 96 kernels of 11x11x3 scaled to 44 px, each tower's 48 in 3 rows of
+    # 16 (2-px gaps), the towers 12 px apart.
+    assert grid.shape == (1, 2 * (3 * 44 + 2 * 2) + 12, 16 * 44 + 15 * 2, 3)
     assert grid.min() >= 0.0 and grid.max() <= 1.0
 
 
