@@ -16,6 +16,7 @@ from alexnet_tf.cli import configs
 
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Run directory (uses its latest checkpoint).")
 _SAVED_MODEL = flags.DEFINE_string("saved_model", None, "An exported version folder.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per forward pass.", lower_bound=1, upper_bound=65536)
 
 
 # Run directories are local (or mounted): checked when the flags are parsed.
@@ -33,7 +34,8 @@ def main(argv):
     from alexnet_tf.serving import prediction
 
     predictions = prediction.predict(prediction.PredictConfig(
-        images=tuple(images), model_dir=_MODEL_DIR.value, saved_model=_SAVED_MODEL.value))
+        images=tuple(images), model_dir=_MODEL_DIR.value, saved_model=_SAVED_MODEL.value,
+        batch_size=_BATCH_SIZE.value))
     for result in predictions:
         if result.missing:
             print(f"{result.image}: no such file", file=sys.stderr)

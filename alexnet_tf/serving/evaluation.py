@@ -8,8 +8,9 @@ average the predictions of five similar CNNs") averages its members' softmax out
 over the same crops; each member's own figures are reported beside the ensemble's.
 
 The input is uint8 on the device; each member takes off its own mean. A forward pass sees at
-most `batch_size` crops: with ten crops a batch holds `batch_size // 10` images, and the
-members run one after another.
+most `batch_size` crops: with ten crops a batch holds `batch_size // 10` images, all ten
+cropped from one decode. The members are loaded and run one at a time, over the same batches
+in the same order: memory holds one network, whatever the number of members.
 """
 
 import dataclasses
@@ -47,53 +48,46 @@ class EvalConfig:
         return (str(self.model_dir),) if isinstance(self.model_dir, (str, os.PathLike)) else tuple(map(str, self.model_dir))
 
 
-@dataclasses.dataclass(frozen=True)
-class Member:
-    """One run of an evaluation: its model, model spec and checkpoint."""
-
-    model_dir: str
-    model: object
-    spec: dict
-    checkpoint: str
+def _facts(model_dir, spec, crops):
+    network, statistics = run_dir.network_of(spec), run_dir.statistics_of(spec)
+    return {"classes": network.num_classes, "class ids": tuple(spec.get("class_ids") or ()),
+            "input size": network.image_size, "label offset": statistics.label_offset,
+            **({"evaluation crop": run_dir.preprocessing_of(spec)} if crops == 1 else {})}
 
 
-def load_members(model_dirs, *, checkpoint=None, crops=1):
-    """The runs' `Member`s, checked to make one ensemble: the same classes (in the same order),
-    input size, label offset and (for one crop) crop geometry. ValueError names the run that
-    differs and how."""
-    members = []
-    for model_dir in model_dirs:
-        model, spec, path = run_dir.load_model(model_dir, checkpoint)
-        members.append(Member(model_dir, model, spec, path))
-    first = members[0]
-
-    def facts(member):
-        network, statistics = run_dir.network_of(member.spec), run_dir.statistics_of(member.spec)
-        return {"classes": network.num_classes, "class ids": tuple(member.spec.get("class_ids") or ()),
-                "input size": network.image_size, "label offset": statistics.label_offset,
-                **({"evaluation crop": run_dir.preprocessing_of(member.spec)} if crops == 1 else {})}
-
-    for member in members[1:]:
-        for key, value in facts(member).items():
-            expected = facts(first)[key]
+def check_members(model_dirs, *, crops=1):
+    """The runs' model specs, checked to make one ensemble: the same classes (in the same
+    order), input size, label offset and (for one crop) crop geometry. ValueError names the run
+    that differs and how, before any model is built."""
+    specs = [run_dir.read_model_spec(model_dir) for model_dir in model_dirs]
+    first = _facts(model_dirs[0], specs[0], crops)
+    for model_dir, spec in zip(model_dirs[1:], specs[1:]):
+        for key, value in _facts(model_dir, spec, crops).items():
+            expected = first[key]
             if value != expected and (key != "class ids" or (value and expected)):
                 shown = (lambda v: f"{len(v)} ids from {v[0]!r}" if key == "class ids" else repr(v))
-                raise ValueError(f"The runs do not make an ensemble: {member.model_dir} has {key} {shown(value)}, "
-                                 f"{first.model_dir} {shown(expected)}. Ensemble runs of the same data and network "
+                raise ValueError(f"The runs do not make an ensemble: {model_dir} has {key} {shown(value)}, "
+                                 f"{model_dirs[0]} {shown(expected)}. Ensemble runs of the same data and network "
                                  "input.")
-    return members
+    return specs
 
 
 def evaluate(config):
     """Evaluates the checkpoint (or the ensemble). Returns a dict: top1_error, top5_error,
     num_examples, crops, checkpoint, per_class_top1_error ({class id: {name, top1_error,
     num_examples}}); for an ensemble also members: [{model_dir, checkpoint, top1_error,
-    top5_error}], and checkpoint lists every member's."""
+    top5_error}], and checkpoint lists every member's.
+
+    The members are evaluated one after another, each loaded, run over the data and released:
+    the memory holds one network and, for an ensemble, the running sum of the members'
+    probabilities ([examples, classes] float32: 200 MB for ImageNet's validation split)."""
     strategy = strategies.create_strategy(config.strategy, num_virtual_cpus=config.num_virtual_cpus)
-    with strategy.scope():
-        members = load_members(config.model_dirs, checkpoint=config.checkpoint, crops=config.crops)
-    spec = members[0].spec
-    statistics = run_dir.statistics_of(spec)
+    dirs = config.model_dirs
+    specs = check_members(dirs, crops=config.crops)
+    if len(dirs) > 1 and strategies.cluster_workers() > 1:
+        raise ValueError("An ensemble is evaluated on one machine (its members' probabilities are summed "
+                         "there): drop --strategy=multi_worker / TF_CONFIG, or evaluate the runs one by one.")
+    spec = specs[0]
     network = run_dir.network_of(spec)
     num_classes, image_size = network.num_classes, network.image_size
     # Images per batch: `batch_size` crops in every forward pass.
@@ -107,55 +101,51 @@ def evaluate(config):
 
     dataset = strategy.distribute_datasets_from_function(lambda context: datasets.build_eval_dataset(
         datasets.Source(config.eval_files), datasets.EvalOptions(
-            batch_size=images_per_batch, image_size=image_size, crops=config.crops, statistics=statistics,
-            input_context=context, output_dtype=tf.uint8,
+            batch_size=images_per_batch, image_size=image_size, crops=config.crops,
+            statistics=run_dir.statistics_of(spec), input_context=context, output_dtype=tf.uint8,
             # Ten crops are the paper's; a single crop is the one the weights were measured with.
             preprocessing=run_dir.preprocessing_of(spec) if config.crops == 1 else "paper")))
-    means = [tf.constant(run_dir.statistics_of(member.spec).rgb_mean, tf.float32) for member in members]
+    ensemble = len(dirs) > 1
+    sums, ensemble_labels, member_results = [], [], []
+    for index, model_dir in enumerate(dirs):
+        with strategy.scope():
+            model, member_spec, checkpoint = run_dir.load_model(model_dir, config.checkpoint)
+        step = _make_step(strategy, model, run_dir.statistics_of(member_spec).rgb_mean, num_classes,
+                          keep_probabilities=ensemble)
+        per_class, hits = np.zeros((2, num_classes)), np.zeros(2)
+        try:
+            for batch, (images, labels) in enumerate(dataset):
+                batch_per_class, batch_hits, probabilities, batch_labels = step(images, labels)
+                per_class += batch_per_class.numpy()
+                hits += batch_hits.numpy()
+                if ensemble:  # the batches come in the same order in every pass
+                    probabilities = np.concatenate([p.numpy() for p in strategy.experimental_local_results(probabilities)])
+                    if index == 0:
+                        sums.append(probabilities)
+                        ensemble_labels.append(np.concatenate(
+                            [lab.numpy() for lab in strategy.experimental_local_results(batch_labels)]))
+                    else:
+                        sums[batch] += probabilities
+        except tf.errors.DataLossError as error:  # TensorFlow's "corrupted record": name the shard
+            from pipelines import audit
 
-    def replica_step(images, labels):
-        # A replica can get an empty final batch; TensorFlow's CPU conv and pooling kernels
-        # return wrong shapes for empty inputs, so an empty batch skips the model.
-        return tf.cond(tf.shape(images)[0] > 0, lambda: replica_sums(images, labels),
-                       lambda: (tf.zeros([2, num_classes], tf.float64), tf.zeros([len(members) + 1, 2], tf.float64)))
-
-    def replica_sums(images, labels):
-        labels = tf.cast(labels, tf.int32)
-        member_probabilities, hits, previous = [], [], None
-        for member, mean in zip(members, means):
-            # One member at a time: its activations are freed before the next one runs.
-            with tf.control_dependencies([] if previous is None else [previous]):
-                probabilities = class_probabilities(member.model, tf.cast(images, tf.float32) - mean)
-            member_probabilities.append(probabilities)
-            hits.append(tf.stack([tf.reduce_sum(hit) for hit in top_k_hits(labels, probabilities)]))
-            previous = probabilities
-        ensemble = tf.add_n(member_probabilities) / len(members)
-        top1, topk = top_k_hits(labels, ensemble)
-        hits.append(tf.stack([tf.reduce_sum(top1), tf.reduce_sum(topk)]))
-        # Per class: examples and top-1 mistakes, for the worst-classes list.
-        counts = tf.math.bincount(labels, minlength=num_classes, maxlength=num_classes, dtype=tf.float64)
-        wrong = tf.math.bincount(labels, weights=1.0 - top1,
-                                 minlength=num_classes, maxlength=num_classes, dtype=tf.float64)
-        return tf.stack([counts, wrong]), tf.stack(hits)
-
-    @tf.function
-    def step(images, labels):
-        per_class, hits = strategy.run(replica_step, args=(images, labels))
-        return (strategy.reduce(tf.distribute.ReduceOp.SUM, per_class, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None))
-
-    per_class, hits = np.zeros((2, num_classes)), np.zeros((len(members) + 1, 2))
-    try:
-        for images, labels in dataset:
-            batch_per_class, batch_hits = step(images, labels)
-            per_class += batch_per_class.numpy()
-            hits += batch_hits.numpy()
-    except tf.errors.DataLossError as error:  # TensorFlow's "corrupted record": name the shard
-        from pipelines import audit
-
-        raise audit.damaged_shard_error(datasets.list_files(config.eval_files), error) from None
-    except tf.errors.ResourceExhaustedError as error:
-        raise datasets.batch_memory_error(config.batch_size, error) from None
+            raise audit.damaged_shard_error(datasets.list_files(config.eval_files), error) from None
+        except tf.errors.ResourceExhaustedError as error:
+            raise datasets.batch_memory_error(config.batch_size, error) from None
+        member_results.append((model_dir, checkpoint, per_class, hits))
+        del model, step  # the next member's network replaces this one's
+    _, _, per_class, hits = member_results[0]
+    count = per_class[0].sum()
+    if not count:
+        raise ValueError(f"No examples in {config.eval_files}.")
+    if ensemble:
+        labels = np.concatenate(ensemble_labels).astype(np.int64)
+        probabilities = np.concatenate(sums)
+        ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :min(5, num_classes)]
+        top1 = ranked[:, 0] == labels
+        hits = np.array([top1.sum(), (ranked == labels[:, None]).any(axis=1).sum()], np.float64)
+        per_class = np.stack([np.bincount(labels, minlength=num_classes),
+                              np.bincount(labels, weights=~top1, minlength=num_classes)]).astype(np.float64)
     count = per_class[0].sum()
     if not count:
         raise ValueError(f"No examples in {config.eval_files}.")
@@ -165,19 +155,49 @@ def evaluate(config):
     # n03126707 the machine), with the name beside it.
     ids = spec.get("class_ids") or [str(i) for i in range(num_classes)]
     names = spec.get("class_names") or list(ids)
-    errors = 1.0 - hits / count
     results = {
-        "top1_error": float(errors[-1, 0]),
-        "top5_error": float(errors[-1, 1]),
+        "top1_error": float(1.0 - hits[0] / count),
+        "top5_error": float(1.0 - hits[1] / count),
         "num_examples": int(count),
         "crops": config.crops,
-        "checkpoint": members[0].checkpoint if len(members) == 1 else [member.checkpoint for member in members],
+        "checkpoint": member_results[0][1] if not ensemble else [checkpoint for _, checkpoint, _, _ in member_results],
         "per_class_top1_error": {ids[i]: {"name": names[i], "top1_error": float(class_errors[i]),
                                           "num_examples": int(per_class[0][i])}
                                  for i in range(num_classes) if per_class[0][i] > 0},
     }
-    if len(members) > 1:
-        results["members"] = [{"model_dir": member.model_dir, "checkpoint": member.checkpoint,
-                               "top1_error": float(error[0]), "top5_error": float(error[1])}
-                              for member, error in zip(members, errors[:-1])]
+    if ensemble:
+        results["members"] = [{"model_dir": model_dir, "checkpoint": checkpoint,
+                               "top1_error": float(1.0 - member_hits[0] / count),
+                               "top5_error": float(1.0 - member_hits[1] / count)}
+                              for model_dir, checkpoint, _, member_hits in member_results]
     return results
+
+
+def _make_step(strategy, model, rgb_mean, num_classes, *, keep_probabilities):
+    """The compiled step of one network: (per-class [examples, top-1 mistakes] and [top-1,
+    top-5 hits] summed over every replica and worker; each replica's probabilities and labels
+    when `keep_probabilities`, else empty)."""
+    mean = tf.constant(rgb_mean, tf.float32)
+
+    def replica_step(images, labels):
+        # A replica can get an empty final batch; TensorFlow's CPU conv and pooling kernels
+        # return wrong shapes for empty inputs, so an empty batch skips the model.
+        probabilities = tf.cond(tf.shape(images)[0] > 0,
+                                lambda: class_probabilities(model, tf.cast(images, tf.float32) - mean),
+                                lambda: tf.zeros([0, num_classes], tf.float32))
+        labels = tf.cast(labels, tf.int32)
+        top1, topk = top_k_hits(labels, probabilities)
+        # Per class: examples and top-1 mistakes, for the worst-classes list.
+        counts = tf.math.bincount(labels, minlength=num_classes, maxlength=num_classes, dtype=tf.float64)
+        wrong = tf.math.bincount(labels, weights=1.0 - top1, minlength=num_classes, maxlength=num_classes,
+                                 dtype=tf.float64)
+        kept = (probabilities, labels) if keep_probabilities else (tf.zeros([0]), tf.zeros([0], tf.int32))
+        return (tf.stack([counts, wrong]), tf.stack([tf.reduce_sum(top1), tf.reduce_sum(topk)]), *kept)
+
+    @tf.function
+    def step(images, labels):
+        per_class, hits, probabilities, kept_labels = strategy.run(replica_step, args=(images, labels))
+        return (strategy.reduce(tf.distribute.ReduceOp.SUM, per_class, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None), probabilities, kept_labels)
+
+    return step

@@ -12,12 +12,14 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import time
 import zipfile
 
 import numpy as np
 from numpy.lib import format as npy_format
 import tensorflow as tf
+import tqdm
 
 from alexnet_tf import run_dir
 from alexnet_tf.model.alexnet import feature_model
@@ -69,9 +71,10 @@ def _fingerprint(checkpoint, files, image_size, preprocessing):
 
 
 def split_features(model, *, image_size, statistics, checkpoint, file_pattern, cache_path, batch_size=128,
-                   preprocessing="paper", progress_every_seconds=10.0, max_bad_fraction=None):
+                   preprocessing="paper", progress=True, max_bad_fraction=None):
     """The `FeatureIndex` of a split: from `cache_path` if it was made by the same
-    checkpoint from the same shards, else computed (progress logged) and cached atomically."""
+    checkpoint from the same shards, else computed (a progress bar on a terminal, a line every
+    30 s in a log, as the converter's) and cached atomically."""
     from pipelines import audit
     from pipelines import dataset as datasets
 
@@ -101,7 +104,9 @@ def split_features(model, *, image_size, statistics, checkpoint, file_pattern, c
               "labels": np.empty(total, np.int32), "file_indices": np.empty(total, np.int64),
               "record_indices": np.empty(total, np.int64)}
     filenames = []
-    done, start, last_report = 0, time.perf_counter(), time.perf_counter()
+    done, start = 0, time.perf_counter()
+    bar = tqdm.tqdm(total=total, unit="images", desc="fc7 features", file=sys.stderr, disable=not progress,
+                    mininterval=0.5 if sys.stderr.isatty() else 30.0)
     try:
         for images, labels, file_indices, record_indices, names in dataset:
             if done + len(labels) > total:
@@ -111,12 +116,11 @@ def split_features(model, *, image_size, statistics, checkpoint, file_pattern, c
                 arrays[name][rows] = value.numpy()
             filenames.extend(name.decode("utf-8", "replace") for name in names.numpy())
             done += len(labels)
-            if time.perf_counter() - last_report >= progress_every_seconds:
-                last_report = time.perf_counter()
-                logger.info("fc7 features: %d / %d images (%.0f images/s)", done, total,
-                            done / (last_report - start))
+            bar.update(len(labels))
     except tf.errors.ResourceExhaustedError as error:
         raise datasets.batch_memory_error(batch_size, error) from None
+    finally:
+        bar.close()
     if done != total:
         raise ValueError(f"{file_pattern}: read {done} examples of the {total} records the shards hold.")
     arrays["filenames"] = np.array(filenames)

@@ -147,20 +147,21 @@ def _export_ensemble(config):
     keras.mixed_precision.set_global_policy("float32")
     try:
         # The members of one ensemble as evaluation checks them (classes, input size, crop).
-        members = evaluation.load_members(dirs, crops=1)
+        evaluation.check_members(dirs, crops=1)
+        members = [run_dir.load_model(model_dir) for model_dir in dirs]
     except ValueError as error:
         raise ExportError(str(error)) from None
     finally:
         keras.mixed_precision.set_global_policy(policy)
-    statistics = [run_dir.statistics_of(member.spec) for member in members]
-    model, features = ensemble_model([member.model for member in members], [s.rgb_mean for s in statistics])
-    first = members[0].spec
+    statistics = [run_dir.statistics_of(spec) for _, spec, _ in members]
+    model, features = ensemble_model([member for member, _, _ in members], [s.rgb_mean for s in statistics])
+    first = members[0][1]
     path = export_model(
         model, export_dir=config.output or config.export_dir or os.path.join(dirs[0], run_dir.EXPORT_DIR),
         class_names=first.get("class_names", ()), statistics=statistics[0],
         preprocessing=run_dir.preprocessing_of(first), version=config.version, overwrite=config.overwrite,
         max_pixels=config.max_pixels, features_model=features)
-    return ExportResult(path, ",".join(member.checkpoint for member in members))
+    return ExportResult(path, ",".join(checkpoint for _, _, checkpoint in members))
 
 
 def _image_dimensions(image_bytes):

@@ -94,6 +94,20 @@ def _neighbors(trained_run, tiny_dataset, tmp_path, **changes):
     return retrieval.find_neighbors(config)
 
 
+def _predict(trained_run, tiny_dataset, tmp_path, **changes):
+    import numpy as np
+    import tensorflow as tf
+
+    from alexnet_tf.serving import prediction
+
+    image = tmp_path / "image.jpg"
+    image.write_bytes(tf.io.encode_jpeg(np.full((80, 90, 3), 120, np.uint8)).numpy())
+    results = prediction.predict(prediction.PredictConfig(images=(str(image),) * 3, progress=False,
+                                                          saved_model=os.path.join(trained_run, "export", "1"),
+                                                          **changes))
+    assert [len(result.top) for result in results] == [5, 5, 5]
+
+
 def _convert(trained_run, tiny_dataset, tmp_path, **changes):
     from pipelines import conversion, synthetic
 
@@ -126,6 +140,7 @@ def _errors():
             "alexnet_tf.export": (FileNotFoundError, FileExistsError, saved_model.ExportError),
             "alexnet_tf.neighbors": (OSError, ValueError),
             "alexnet_tf.report": (OSError, ValueError),
+            "alexnet_tf.predict": (ValueError,),
             "pipelines.convert": (conversion.ConversionError,),
             "pipelines.data_service": ()}
 
@@ -143,6 +158,7 @@ PROBES = {
     ("alexnet_tf.neighbors", "batch_size"): lambda *a, value: _neighbors(*a, batch_size=value),
     # The report's --batch_size goes where neighbors' does: retrieval.split_features.
     ("alexnet_tf.report", "batch_size"): lambda *a, value: _neighbors(*a, batch_size=value),
+    ("alexnet_tf.predict", "batch_size"): lambda *a, value: _predict(*a, batch_size=value),
     ("pipelines.convert", "num_shards"): lambda *a, value: _convert(*a, num_shards=value),
     ("pipelines.convert", "workers"): lambda *a, value: _convert(*a, workers=value),
     ("pipelines.convert", "resize_shorter"): lambda *a, value: _convert(*a, resize_shorter=value),
@@ -191,6 +207,7 @@ def _cases():
         ("alexnet_tf.neighbors", "k"): [1, 2 ** 31],
         ("alexnet_tf.neighbors", "batch_size"): [1, 65536],
         ("alexnet_tf.report", "batch_size"): [1, 65536],
+        ("alexnet_tf.predict", "batch_size"): [1, 65536],
         ("pipelines.convert", "num_shards"): [0, 2 ** 31, 50],
         ("pipelines.convert", "workers"): [0, 2 ** 31, 64],
         ("pipelines.convert", "resize_shorter"): [0, 1, 16384],

@@ -172,16 +172,22 @@ def test_warmup_requests_are_real_requests_for_every_signature(export_path):
 
 
 def test_predict_cli_prints_the_top5(trained_run, export_path, tmp_path):
-    image = tmp_path / "image.jpg"
+    image, other, bad = tmp_path / "image.jpg", tmp_path / "other.jpg", tmp_path / "bad.jpg"
     image.write_bytes(_jpeg(90, 120))
+    other.write_bytes(_jpeg(70, 80))
+    bad.write_bytes(b"not an image")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    # Batches of two: the bad file fails its batch, which then goes image by image.
     result = subprocess.run([sys.executable, "-m", "alexnet_tf.predict", f"--saved_model={export_path}",
-                             str(image)], cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
-                            check=True)
+                             "--batch_size=2", str(image), str(tmp_path / "missing.jpg"), str(bad), str(other)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=True)
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == str(image) and len(lines) == 6
-    probabilities = [float(line.split()[1]) for line in lines[1:]]
-    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1, abs=1e-3)
+    assert lines[0] == str(image) and lines[6].startswith(f"{bad}: cannot read") and lines[7] == str(other)
+    assert len(lines) == 13 and f"{tmp_path / 'missing.jpg'}: no such file" in result.stderr
+    for first in (1, 8):
+        probabilities = [float(line.split()[1]) for line in lines[first:first + 5]]
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert sum(probabilities) == pytest.approx(1, abs=1e-3)
 
 
 def test_saved_model_cli_finds_no_file_reading_ops(export_path):
