@@ -73,11 +73,28 @@ class _cluster_failures:  # noqa: N801  (a context manager used like a function)
 
 
 class _SigtermFlag:
-    """Turns SIGTERM (preemption) into a flag the loop checks between executions."""
+    """Turns SIGTERM (preemption) into a flag the loop checks between executions. With several
+    workers, `stop_now` is agreed on: every worker stops after the same step when any of them
+    got the signal (a cluster scheduler's TERM reaches the workers at different moments; one
+    stopping alone would leave the others waiting in a collective)."""
 
-    def __init__(self):
+    def __init__(self, strategy=None, num_workers=1):
         self.raised = False
         self._previous = None
+        self._any_raised = None
+        if num_workers > 1:
+            @tf.function
+            def any_raised(flag):
+                value = strategy.run(lambda: tf.identity(flag))
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)  # > 0: some worker
+
+            self._any_raised = any_raised
+
+    def stop_now(self):
+        """Whether to save and stop here (called at the same points on every worker)."""
+        if self._any_raised is None:
+            return self.raised
+        return bool(self._any_raised(tf.constant(1.0 if self.raised else 0.0)).numpy() > 0)
 
     def __enter__(self):
         try:
@@ -241,7 +258,7 @@ def _train_from(config, strategy, start, on_epoch_end):
     metrics = {}
     preempted = False
     try:
-        with _SigtermFlag() as sigterm, _cluster_failures(num_workers):
+        with _SigtermFlag(strategy, num_workers) as sigterm, _cluster_failures(num_workers):
             epochs = _Epochs(config, state, model, optimizer, plateau, train_steps, iterator, eval_step,
                              eval_dataset, writers, data.steps_per_epoch, sigterm)
             if writers and step == 0 and not config.tf_data_service:  # (a service job has one stream)
@@ -254,7 +271,7 @@ def _train_from(config, strategy, start, on_epoch_end):
                 epoch += 1
                 if on_epoch_end:
                     on_epoch_end(epoch, metrics)
-                if sigterm.raised:
+                if sigterm.stop_now():
                     preempted = True
                     break
     finally:
@@ -340,7 +357,7 @@ def _train_epoch(epochs, epoch):
                     tf.summary.scalar("images_per_second", rate, step=step)
             totals = np.zeros(4)
             window_start, window_images = time.perf_counter(), 0
-        if epochs.sigterm.raised:
+        if epochs.sigterm.stop_now():
             state.save_backup()
             return True
         if step - last_backup >= config.backup_every_steps and done_in_epoch < steps_per_epoch:

@@ -60,6 +60,12 @@ def create_strategy(name="auto", *, num_virtual_cpus=0, tpu_address=""):
     """
     if name not in STRATEGIES:
         raise ValueError(f"Expected strategy to be one of {STRATEGIES}. Received: {name!r}")
+    from alexnet_tf.training import slurm
+
+    try:  # inside a Slurm job step: the cluster from the allocation (TF_CONFIG), before TensorFlow starts
+        slurm.configure(name)
+    except slurm.SlurmAllocationError as error:
+        raise StrategyError(str(error)) from None
     split_cpu(num_virtual_cpus)
     # Visible physical, not logical, devices: listing logical ones starts the runtime, after
     # which MultiWorkerMirroredStrategy can no longer configure its collectives. (Visible:
@@ -83,8 +89,9 @@ def create_strategy(name="auto", *, num_virtual_cpus=0, tpu_address=""):
             if len(devices) < 2:
                 # A GPU recipe on a machine (or an install) without GPUs would otherwise train,
                 # silently, on one CPU: 36 images/s instead of thousands.
+                in_slurm = f" ({slurm.describe_allocation()})" if slurm.job_step_tasks() else ""
                 raise NoGpuError(
-                    "--strategy=mirrored, but TensorFlow sees no GPU here (no CUDA device, or TensorFlow "
+                    f"--strategy=mirrored, but TensorFlow sees no GPU here{in_slurm} (no CUDA device, or TensorFlow "
                     f"installed without its CUDA libraries: on a GPU machine, {GPU_INSTALL_COMMAND} installs "
                     "tensorflow[and-cuda]). To run the same recipe on this machine's CPU, add "
                     "--strategy=default after the flagfile; for CPU replicas, --num_virtual_cpus=N.")
