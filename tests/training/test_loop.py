@@ -174,7 +174,9 @@ def test_cli_flag_errors_exit_1_naming_the_flag(tmp_path, tiny_dataset):
 def test_sigkill_then_rerun_with_its_flagfile_resumes_exactly(tmp_path, tiny_dataset):
     common = [f"--data_dir={tiny_dataset}", "--epochs=2", "--steps_per_epoch=6",
               "--backup_every_steps=1", "--seed=3", *TINY_FLAGS]
-    _cli(*common, f"--model_dir={tmp_path / 'reference'}")
+    # The uninterrupted reference through the library (the same config the flags make).
+    training.train(_config(tmp_path, tiny_dataset, model_dir=str(tmp_path / "reference"), epochs=2,
+                           steps_per_epoch=6, backup_every_steps=1, seed=3))
     run = tmp_path / "killed"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     process = subprocess.Popen([sys.executable, "-m", "alexnet_tf.train", *common, f"--model_dir={run}"],
@@ -206,8 +208,10 @@ def test_sigkill_then_rerun_with_its_flagfile_resumes_exactly(tmp_path, tiny_dat
 
 
 def test_sigterm_saves_then_exits_and_a_rerun_resumes(tmp_path, tiny_dataset):
+    # 60 steps: the SIGTERM lands within a few steps of the first backup (step 2), long before
+    # the end; the rerun trains the rest.
     common = [f"--data_dir={tiny_dataset}", f"--model_dir={tmp_path / 'run'}", "--epochs=1",
-              "--steps_per_epoch=400", "--backup_every_steps=2", *TINY_FLAGS]
+              "--steps_per_epoch=60", "--backup_every_steps=2", *TINY_FLAGS]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     process = subprocess.Popen([sys.executable, "-m", "alexnet_tf.train", *common], cwd=REPO, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -221,8 +225,8 @@ def test_sigterm_saves_then_exits_and_a_rerun_resumes(tmp_path, tiny_dataset):
     assert process.returncode == 143, stderr[-3000:]
     assert "SIGTERM: saved the training state" in stderr
     step = int(tf.train.latest_checkpoint(str(tmp_path / "run" / "backup")).rsplit("-", 1)[1])
-    assert 2 <= step < 400
-    result = _cli(*common, "--backup_every_steps=1000")  # (the rest of the epoch, without 200 backups)
+    assert 2 <= step < 60
+    result = _cli(*common, "--backup_every_steps=1000")  # (the rest of the epoch, without 30 backups)
     assert f"epoch 0 / step {step}" in result.stderr
 
 
