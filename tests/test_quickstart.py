@@ -26,7 +26,7 @@ def test_quickstart_generates_trains_evaluates_exports_and_reuses_its_data(tmp_p
     assert info["splits"]["train"]["num_examples"] == 600
     assert info["splits"]["validation"]["num_examples"] == 200
     # A second run reuses the generated data and resumes the finished run.
-    again = subprocess.run(command + ["--epochs=20"], cwd=REPO, env=env, capture_output=True,
+    again = subprocess.run(command + ["--epochs=10"], cwd=REPO, env=env, capture_output=True,
                            text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Reusing the generated dataset" in again.stderr
