@@ -14,6 +14,7 @@ in the same order: memory holds one network, whatever the number of members.
 """
 
 import dataclasses
+import gc
 import os
 
 import numpy as np
@@ -133,7 +134,10 @@ def evaluate(config):
         except tf.errors.ResourceExhaustedError as error:
             raise datasets.batch_memory_error(config.batch_size, error) from None
         member_results.append((model_dir, checkpoint, per_class, hits))
-        del model, step  # the next member's network replaces this one's
+        # The next member's network replaces this one's: drop every reference (Keras models
+        # hold reference cycles, which only the collector frees) before it is built.
+        del model, step
+        gc.collect()
     _, _, per_class, hits = member_results[0]
     count = per_class[0].sum()
     if not count:
