@@ -72,6 +72,15 @@ def load_model(model_dir, checkpoint=None):
     """(model with restored weights, model spec, checkpoint path) of a run directory."""
     spec = read_model_spec(model_dir)
     model = build_alexnet(network_of(spec, source=os.path.join(model_dir, MODEL_SPEC_FILE)))
+    return model, spec, restore_weights(model, model_dir, checkpoint, require_all=False)
+
+
+def restore_weights(model, model_dir, checkpoint=None, *, require_all=True):
+    """Reads a run's checkpoint (default: the latest) into `model`, a network of the run's
+    spec. With `require_all`, every variable of the model must be in it (a model reused for
+    another run's weights keeps none of the previous run's). Returns the checkpoint path."""
     path = checkpoint or latest_checkpoint(model_dir)
-    tf.train.Checkpoint(model=model).read(path).expect_partial()
-    return model, spec, path
+    status = tf.train.Checkpoint(model=model).read(path).expect_partial()
+    if require_all:
+        status.assert_existing_objects_matched()
+    return path

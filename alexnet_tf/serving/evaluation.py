@@ -9,8 +9,9 @@ over the same crops; each member's own figures are reported beside the ensemble'
 
 The input is uint8 on the device; each member takes off its own mean. A forward pass sees at
 most `batch_size` crops: with ten crops a batch holds `batch_size // 10` images, all ten
-cropped from one decode. The members are loaded and run one at a time, over the same batches
-in the same order: memory holds one network, whatever the number of members.
+cropped from one decode. The members run one at a time, over the same batches in the same
+order; members of the same network are read into one model run by one compiled step, so
+memory holds one network whatever the number of members.
 """
 
 import dataclasses
@@ -108,15 +109,25 @@ def evaluate(config):
             preprocessing=run_dir.preprocessing_of(spec) if config.crops == 1 else "paper")))
     ensemble = len(dirs) > 1
     sums, ensemble_labels, member_results = [], [], []
+    model = step = network = None
     for index, model_dir in enumerate(dirs):
-        with strategy.scope():
-            model, member_spec, checkpoint = run_dir.load_model(model_dir, config.checkpoint)
-        step = _make_step(strategy, model, run_dir.statistics_of(member_spec).rgb_mean, num_classes,
-                          keep_probabilities=ensemble)
+        member_network = run_dir.network_of(specs[index])
+        if member_network == network:
+            # The same network as the last member's: its weights read into the same model,
+            # run by the same compiled step (a new model and step per member would keep each
+            # one's weights alive inside TensorFlow: the peak grew by a network per member).
+            checkpoint = run_dir.restore_weights(model, model_dir, config.checkpoint)
+        else:
+            del model, step
+            gc.collect()
+            with strategy.scope():
+                model, _, checkpoint = run_dir.load_model(model_dir, config.checkpoint)
+            step, network = _make_step(strategy, model, num_classes, keep_probabilities=ensemble), member_network
+        mean = tf.constant(run_dir.statistics_of(specs[index]).rgb_mean, tf.float32)
         per_class, hits = np.zeros((2, num_classes)), np.zeros(2)
         try:
             for batch, (images, labels) in enumerate(dataset):
-                batch_per_class, batch_hits, probabilities, batch_labels = step(images, labels)
+                batch_per_class, batch_hits, probabilities, batch_labels = step(images, labels, mean)
                 per_class += batch_per_class.numpy()
                 hits += batch_hits.numpy()
                 if ensemble:  # the batches come in the same order in every pass
@@ -134,10 +145,6 @@ def evaluate(config):
         except tf.errors.ResourceExhaustedError as error:
             raise datasets.batch_memory_error(config.batch_size, error) from None
         member_results.append((model_dir, checkpoint, per_class, hits))
-        # The next member's network replaces this one's: drop every reference (Keras models
-        # hold reference cycles, which only the collector frees) before it is built.
-        del model, step
-        gc.collect()
     _, _, per_class, hits = member_results[0]
     count = per_class[0].sum()
     if not count:
@@ -177,13 +184,12 @@ def evaluate(config):
     return results
 
 
-def _make_step(strategy, model, rgb_mean, num_classes, *, keep_probabilities):
-    """The compiled step of one network: (per-class [examples, top-1 mistakes] and [top-1,
-    top-5 hits] summed over every replica and worker; each replica's probabilities and labels
-    when `keep_probabilities`, else empty)."""
-    mean = tf.constant(rgb_mean, tf.float32)
+def _make_step(strategy, model, num_classes, *, keep_probabilities):
+    """The compiled step of one network, `step(images, labels, rgb_mean)`: (per-class
+    [examples, top-1 mistakes] and [top-1, top-5 hits] summed over every replica and worker;
+    each replica's probabilities and labels when `keep_probabilities`, else empty)."""
 
-    def replica_step(images, labels):
+    def replica_step(images, labels, mean):
         # A replica can get an empty final batch; TensorFlow's CPU conv and pooling kernels
         # return wrong shapes for empty inputs, so an empty batch skips the model.
         probabilities = tf.cond(tf.shape(images)[0] > 0,
@@ -199,8 +205,8 @@ def _make_step(strategy, model, rgb_mean, num_classes, *, keep_probabilities):
         return (tf.stack([counts, wrong]), tf.stack([tf.reduce_sum(top1), tf.reduce_sum(topk)]), *kept)
 
     @tf.function
-    def step(images, labels):
-        per_class, hits, probabilities, kept_labels = strategy.run(replica_step, args=(images, labels))
+    def step(images, labels, mean):
+        per_class, hits, probabilities, kept_labels = strategy.run(replica_step, args=(images, labels, mean))
         return (strategy.reduce(tf.distribute.ReduceOp.SUM, per_class, axis=None),
                 strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None), probabilities, kept_labels)
 
