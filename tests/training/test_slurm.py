@@ -50,9 +50,28 @@ def test_the_allocation_is_read_as_the_resolver_and_the_flags_need():
     assert slurm.configure("multi_worker", given) is None  # a hand-written TF_CONFIG wins
 
 
+def _wait_for_backup(process, model_dir, *, after=-1, timeout=300):
+    """The step of the first backup newer than step `after`, while `process` runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        latest = tf.train.latest_checkpoint(str(model_dir / "backup"))
+        step = int(latest.rsplit("-", 1)[1]) if latest else -1
+        if step > after:
+            return step
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"no backup after step {after} within {timeout} s"
+        time.sleep(0.1)
+
+
+def _job_id(name):
+    job = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True, text=True).stdout.split()
+    assert len(job) == 1, job
+    return job[0]
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_srun_trains_two_workers_and_scancel_term_saves_then_a_rerun_resumes(two_worker_dataset, tmp_path):
+def test_srun_trains_two_workers_survives_a_kill_and_a_scancel_term_and_resumes(two_worker_dataset, tmp_path):
     why = _slurm_up()
     if why:
         pytest.skip(why)
@@ -64,25 +83,33 @@ def test_srun_trains_two_workers_and_scancel_term_saves_then_a_rerun_resumes(two
                *TINY_FLAGS]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("TF_CONFIG", None)
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not tf.train.latest_checkpoint(str(model_dir / "backup")):
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "no backup within 300 s"
-        time.sleep(0.1)
-    job = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True, text=True).stdout.split()
-    assert len(job) == 1, job
-    subprocess.run(["scancel", "--signal=TERM", job[0]], check=True)
+
+    def start():
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # 1. The job step killed outright (SIGKILL: nothing saved at the kill) after a backup.
+    process = start()
+    killed_after = _wait_for_backup(process, model_dir)
+    subprocess.run(["scancel", "--signal=KILL", _job_id(name)], check=True)
     _, stderr = process.communicate(timeout=300)
     assert "Cluster from the Slurm allocation" in stderr and "this task is worker 0 (the chief)" in stderr
     assert "MultiWorkerMirroredStrategy, 2 replicas, 2 worker(s)" in stderr
+    resume_at = int(tf.train.latest_checkpoint(str(model_dir / "backup")).rsplit("-", 1)[1])
+    assert killed_after <= resume_at < 40
+    # 2. The same command resumes there; scancel --signal=TERM (a preemption) once it backed up
+    # again: every worker saves at the same step and exits.
+    process = start()
+    _wait_for_backup(process, model_dir, after=resume_at)
+    subprocess.run(["scancel", "--signal=TERM", _job_id(name)], check=True)
+    _, stderr = process.communicate(timeout=300)
+    assert stderr.count(f"epoch 0 / step {resume_at}") == 2, stderr[-3000:]  # both workers resumed
     assert "SIGTERM: saved the training state" in stderr, stderr[-3000:]
     step = int(tf.train.latest_checkpoint(str(model_dir / "backup")).rsplit("-", 1)[1])
-    assert 1 <= step < 40
-    # The same command again (a requeued job): the two workers resume from the saved step.
+    assert resume_at < step < 40
+    # 3. The same command again (a requeued job) finishes from the saved step.
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stderr.count(f"epoch 0 / step {step}") == 2  # both workers
+    assert result.stderr.count(f"epoch 0 / step {step}") == 2
     assert json.loads((model_dir / "train_results.json").read_text())["steps_done"] == 40
     # One series of checkpoints, one flags.txt, one export, the lock the chief's alone.
     assert sorted(os.listdir(model_dir)) == [".train.lock", "backup", "checkpoints", "export", "flags.txt", "logs",
