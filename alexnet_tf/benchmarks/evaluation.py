@@ -6,8 +6,10 @@ Writes a validation split of generated images (shorter side 256) and --members r
 directories of the paper's network (random weights: speed and memory do not depend on them),
 then runs `alexnet_tf.serving.evaluation.evaluate` in a fresh process per mode, each reporting
 its own wall time and peak resident memory (VmHWM): --crops=1, --crops=10, and the ensemble of
---members runs with --crops=1, all at the same --batch_size. Prints images/s and crops/s of
-each, the peak of each, and the ratios the evaluation is held to:
+--members runs with --crops=1, all at the same --batch_size; and the other inference paths:
+`alexnet_tf.predict`'s library on the image files (the run exported first) and the
+neighbours' feature pass over the split. Prints images/s and crops/s of each, the peak of
+each, and the ratios the evaluation is held to:
   crops/s of --crops=10 / images/s of --crops=1 (goal >= 0.9: a crop costs what a centre crop does),
   images/s of the ensemble x members / images/s of one run (goal >= 0.9),
   peak of --crops=10 and of the ensemble / peak of --crops=1 (goal <= 1.25).
@@ -47,6 +49,26 @@ def _child(spec):
     console.quiet_tensorflow_info()
     from alexnet_tf.serving import evaluation
 
+    if spec.get("mode") == "predict":
+        from alexnet_tf.serving import prediction
+
+        start = time.perf_counter()
+        results = prediction.predict(prediction.PredictConfig(images=tuple(spec["files"]), saved_model=spec["saved_model"],
+                                                              batch_size=spec["batch_size"], progress=False))
+        print(json.dumps({"seconds": time.perf_counter() - start, "examples": len(results), "peak": _peak_rss_bytes()}))
+        return
+    if spec.get("mode") == "features":
+        from alexnet_tf import run_dir
+        from alexnet_tf.serving import retrieval
+
+        start = time.perf_counter()
+        model, run_spec, checkpoint = run_dir.load_model(spec["model_dirs"][0])
+        index = retrieval.split_features(
+            model, image_size=model.input.shape[1], statistics=run_dir.statistics_of(run_spec), checkpoint=checkpoint,
+            file_pattern=spec["eval_files"], cache_path=spec["cache"], batch_size=spec["batch_size"], progress=False)
+        print(json.dumps({"seconds": time.perf_counter() - start, "examples": len(index.labels),
+                          "peak": _peak_rss_bytes()}))
+        return
     config = evaluation.EvalConfig(model_dir=tuple(spec["model_dirs"]), eval_files=spec["eval_files"],
                                    crops=spec["crops"], batch_size=spec["batch_size"], strategy="default")
     start = time.perf_counter()
@@ -90,8 +112,9 @@ def _make_runs(folder, *, members, classes, image_size):
     return dirs
 
 
-def _run_mode(model_dirs, eval_files, crops, batch_size):
-    spec = json.dumps({"model_dirs": model_dirs, "eval_files": eval_files, "crops": crops, "batch_size": batch_size})
+def _run_mode(model_dirs, eval_files, crops, batch_size, **extra):
+    spec = json.dumps({"model_dirs": model_dirs, "eval_files": eval_files, "crops": crops, "batch_size": batch_size,
+                       **extra})
     result = subprocess.run([sys.executable, "-m", "alexnet_tf.benchmarks.evaluation", f"--child={spec}"],
                             capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     if result.returncode:
@@ -114,6 +137,14 @@ def main(argv):
         one = _run_mode(dirs[:1], eval_files, 1, batch)
         ten = _run_mode(dirs[:1], eval_files, 10, batch)
         ensemble = _run_mode(dirs, eval_files, 1, batch)
+        from alexnet_tf.serving import saved_model
+
+        export = saved_model.export_run(saved_model.ExportConfig(model_dir=dirs[0],
+                                                                 export_dir=os.path.join(folder, "export"))).path
+        files = sorted(os.path.join(root, name) for root, _, names in os.walk(os.path.join(folder, "images"))
+                       for name in names)
+        predict = _run_mode(dirs[:1], eval_files, 1, 32, mode="predict", saved_model=export, files=files)
+        features = _run_mode(dirs[:1], eval_files, 1, batch, mode="features", cache=os.path.join(folder, "f.npz"))
     images = one["examples"]
     rate = {name: images / mode["seconds"] for name, mode in (("one", one), ("ten", ten), ("ensemble", ensemble))}
     gib = 1024 ** 3
@@ -123,6 +154,10 @@ def main(argv):
           f"peak {ten['peak'] / gib:.2f} GiB")
     print(f"ensemble of {len(dirs)}, 1 crop: {rate['ensemble']:8.1f} images/s  {len(dirs) * rate['ensemble']:8.1f} "
           f"forward images/s   peak {ensemble['peak'] / gib:.2f} GiB")
+    for label, mode in (("predict (files, batch 32)", predict), ("neighbours' features", features)):
+        mode_rate = mode["examples"] / mode["seconds"]
+        print(f"{label + ':':24s}{mode_rate:8.1f} images/s  ratio to --crops=1 {mode_rate / rate['one']:.2f}   "
+              f"peak {mode['peak'] / gib:.2f} GiB = {mode['peak'] / one['peak']:.2f}x")
     print(f"ratio crops/s (10 crops) / images/s (1 crop):            {10 * rate['ten'] / rate['one']:.2f}  (goal >= 0.9)")
     print(f"ratio ensemble images/s x {len(dirs)} / one run's images/s:      "
           f"{len(dirs) * rate['ensemble'] / rate['one']:.2f}  (goal >= 0.9)")
