@@ -17,9 +17,11 @@ memory holds one network whatever the number of members.
 import dataclasses
 import gc
 import os
+import sys
 
 import numpy as np
 import tensorflow as tf
+import tqdm
 
 from alexnet_tf.model.metrics import class_probabilities, top_k_hits
 from alexnet_tf import run_dir
@@ -35,6 +37,7 @@ class EvalConfig:
     batch_size: int = 128  # crops per forward pass
     strategy: str = "auto"
     num_virtual_cpus: int = 0
+    progress: bool = True  # a bar on a terminal (a line every 30 s in a log), as the converter's
 
     def __post_init__(self):
         dirs = (self.model_dir,) if isinstance(self.model_dir, (str, os.PathLike)) else tuple(self.model_dir)
@@ -125,9 +128,13 @@ def evaluate(config):
             step, network = _make_step(strategy, model, num_classes, keep_probabilities=ensemble), member_network
         mean = tf.constant(run_dir.statistics_of(specs[index]).rgb_mean, tf.float32)
         per_class, hits = np.zeros((2, num_classes)), np.zeros(2)
+        bar = tqdm.tqdm(total=int(member_results[0][2][0].sum()) if member_results else None, unit="images",
+                        desc=f"Evaluating {model_dir}" if ensemble else "Evaluating", file=sys.stderr,
+                        disable=not config.progress, mininterval=0.5 if sys.stderr.isatty() else 30.0)
         try:
             for batch, (images, labels) in enumerate(dataset):
                 batch_per_class, batch_hits, probabilities, batch_labels = step(images, labels, mean)
+                bar.update(int(batch_per_class.numpy()[0].sum()))
                 per_class += batch_per_class.numpy()
                 hits += batch_hits.numpy()
                 if ensemble:  # the batches come in the same order in every pass
@@ -144,6 +151,8 @@ def evaluate(config):
             raise audit.damaged_shard_error(datasets.list_files(config.eval_files), error) from None
         except tf.errors.ResourceExhaustedError as error:
             raise datasets.batch_memory_error(config.batch_size, error) from None
+        finally:
+            bar.close()
         member_results.append((model_dir, checkpoint, per_class, hits))
     _, _, per_class, hits = member_results[0]
     count = per_class[0].sum()

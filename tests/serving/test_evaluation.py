@@ -95,6 +95,7 @@ def test_evaluate_cli_writes_the_ensembles_json(trained_run, second_run, tiny_da
     assert [m["model_dir"] for m in results["members"]] == [trained_run, second_run]
     assert results["members"][0]["checkpoint"].startswith(os.path.join(trained_run, "checkpoints"))
     assert "the ensemble of 2" in result.stdout and "worst classes" in result.stdout
+    assert f"Evaluating {second_run}: 100%" in result.stderr  # progress, per member
     for member in results["members"]:
         assert f"{member['top1_error']:.4f}  {member['top5_error']:.4f}  {member['checkpoint']}" in result.stdout
 
