@@ -83,33 +83,17 @@ def evaluate(config):
     num_examples}}); for an ensemble also members: [{model_dir, checkpoint, top1_error,
     top5_error}], and checkpoint lists every member's.
 
-    The members are evaluated one after another, each loaded, run over the data and released:
-    the memory holds one network and, for an ensemble, the running sum of the members'
-    probabilities ([examples, classes] float32: 200 MB for ImageNet's validation split)."""
+    The members are evaluated one after another over the same batches: the memory holds one
+    network and, for an ensemble, the running sum of the members' probabilities ([examples,
+    classes] float32: 200 MB for ImageNet's validation split)."""
     strategy = strategies.create_strategy(config.strategy, num_virtual_cpus=config.num_virtual_cpus)
     dirs = config.model_dirs
     specs = check_members(dirs, crops=config.crops)
     if len(dirs) > 1 and strategies.cluster_workers() > 1:
         raise ValueError("An ensemble is evaluated on one machine (its members' probabilities are summed "
                          "there): drop --strategy=multi_worker / TF_CONFIG, or evaluate the runs one by one.")
-    spec = specs[0]
-    network = run_dir.network_of(spec)
-    num_classes, image_size = network.num_classes, network.image_size
-    # Images per batch: `batch_size` crops in every forward pass.
-    images_per_batch = max(1, config.batch_size // config.crops)
-    replicas = strategy.num_replicas_in_sync
-    if images_per_batch % replicas:
-        raise ValueError(f"Expected --batch_size to give each of the {replicas} replicas the same number of "
-                         f"images{' (of ten crops each)' if config.crops == 10 else ''}. Received: "
-                         f"{config.batch_size}; pass a multiple of {replicas * config.crops}.")
-    from pipelines import dataset as datasets
-
-    dataset = strategy.distribute_datasets_from_function(lambda context: datasets.build_eval_dataset(
-        datasets.Source(config.eval_files), datasets.EvalOptions(
-            batch_size=images_per_batch, image_size=image_size, crops=config.crops,
-            statistics=run_dir.statistics_of(spec), input_context=context, output_dtype=tf.uint8,
-            # Ten crops are the paper's; a single crop is the one the weights were measured with.
-            preprocessing=run_dir.preprocessing_of(spec) if config.crops == 1 else "paper")))
+    num_classes = run_dir.network_of(specs[0]).num_classes
+    dataset = _eval_dataset(strategy, config, specs[0])
     ensemble = len(dirs) > 1
     sums, ensemble_labels, member_results = [], [], []
     model = step = network = None
@@ -127,60 +111,95 @@ def evaluate(config):
                 model, _, checkpoint = run_dir.load_model(model_dir, config.checkpoint)
             step, network = _make_step(strategy, model, num_classes, keep_probabilities=ensemble), member_network
         mean = tf.constant(run_dir.statistics_of(specs[index]).rgb_mean, tf.float32)
-        per_class, hits = np.zeros((2, num_classes)), np.zeros(2)
         bar = tqdm.tqdm(total=int(member_results[0][2][0].sum()) if member_results else None, unit="images",
                         desc=f"Evaluating {model_dir}" if ensemble else "Evaluating", file=sys.stderr,
                         disable=not config.progress, mininterval=0.5 if sys.stderr.isatty() else 30.0)
-        try:
-            for batch, (images, labels) in enumerate(dataset):
-                batch_per_class, batch_hits, probabilities, batch_labels = step(images, labels, mean)
-                bar.update(int(batch_per_class.numpy()[0].sum()))
-                per_class += batch_per_class.numpy()
-                hits += batch_hits.numpy()
-                if ensemble:  # the batches come in the same order in every pass
-                    probabilities = np.concatenate([p.numpy() for p in strategy.experimental_local_results(probabilities)])
-                    if index == 0:
-                        sums.append(probabilities)
-                        ensemble_labels.append(np.concatenate(
-                            [lab.numpy() for lab in strategy.experimental_local_results(batch_labels)]))
-                    else:
-                        sums[batch] += probabilities
-        except tf.errors.DataLossError as error:  # TensorFlow's "corrupted record": name the shard
-            from pipelines import audit
-
-            raise audit.damaged_shard_error(datasets.list_files(config.eval_files), error) from None
-        except tf.errors.ResourceExhaustedError as error:
-            raise datasets.batch_memory_error(config.batch_size, error) from None
-        finally:
-            bar.close()
+        with bar:
+            per_class, hits, kept = _member_pass(strategy, dataset, step, mean, bar, config,
+                                                 num_classes=num_classes, keep=ensemble)
+        if ensemble:  # the batches come in the same order in every pass
+            if index == 0:
+                sums = [probabilities for probabilities, _ in kept]
+                ensemble_labels = [labels for _, labels in kept]
+            else:
+                for total, (probabilities, _) in zip(sums, kept):
+                    total += probabilities
         member_results.append((model_dir, checkpoint, per_class, hits))
     _, _, per_class, hits = member_results[0]
-    count = per_class[0].sum()
-    if not count:
-        raise ValueError(f"No examples in {config.eval_files}.")
     if ensemble:
-        labels = np.concatenate(ensemble_labels).astype(np.int64)
-        probabilities = np.concatenate(sums)
-        ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :min(5, num_classes)]
-        top1 = ranked[:, 0] == labels
-        hits = np.array([top1.sum(), (ranked == labels[:, None]).any(axis=1).sum()], np.float64)
-        per_class = np.stack([np.bincount(labels, minlength=num_classes),
-                              np.bincount(labels, weights=~top1, minlength=num_classes)]).astype(np.float64)
-    count = per_class[0].sum()
-    if not count:
+        per_class, hits = _ensemble_counts(np.concatenate(sums), np.concatenate(ensemble_labels), num_classes)
+    return _results(config, specs[0], per_class, hits, member_results)
+
+
+def _eval_dataset(strategy, config, spec):
+    """The distributed evaluation batches: uint8, `config.batch_size` crops per batch."""
+    from pipelines import dataset as datasets
+
+    images_per_batch = max(1, config.batch_size // config.crops)
+    replicas = strategy.num_replicas_in_sync
+    if images_per_batch % replicas:
+        raise ValueError(f"Expected --batch_size to give each of the {replicas} replicas the same number of "
+                         f"images{' (of ten crops each)' if config.crops == 10 else ''}. Received: "
+                         f"{config.batch_size}; pass a multiple of {replicas * config.crops}.")
+    return strategy.distribute_datasets_from_function(lambda context: datasets.build_eval_dataset(
+        datasets.Source(config.eval_files), datasets.EvalOptions(
+            batch_size=images_per_batch, image_size=run_dir.network_of(spec).image_size, crops=config.crops,
+            statistics=run_dir.statistics_of(spec), input_context=context, output_dtype=tf.uint8,
+            # Ten crops are the paper's; a single crop is the one the weights were measured with.
+            preprocessing=run_dir.preprocessing_of(spec) if config.crops == 1 else "paper")))
+
+
+def _member_pass(strategy, dataset, step, mean, bar, config, *, num_classes, keep):
+    """One network over every batch: (per-class counts [2, C], [top-1, top-5] hits, and with
+    `keep` the batches' (probabilities, labels) of this machine's replicas)."""
+    from pipelines import dataset as datasets
+
+    per_class, hits, kept = np.zeros((2, num_classes)), np.zeros(2), []
+    local = lambda value: np.concatenate([v.numpy() for v in strategy.experimental_local_results(value)])  # noqa: E731
+    try:
+        for images, labels in dataset:
+            batch_per_class, batch_hits, probabilities, batch_labels = step(images, labels, mean)
+            bar.update(int(batch_per_class.numpy()[0].sum()))
+            per_class += batch_per_class.numpy()
+            hits += batch_hits.numpy()
+            if keep:
+                kept.append((local(probabilities), local(batch_labels)))
+    except tf.errors.DataLossError as error:  # TensorFlow's "corrupted record": name the shard
+        from pipelines import audit
+
+        raise audit.damaged_shard_error(datasets.list_files(config.eval_files), error) from None
+    except tf.errors.ResourceExhaustedError as error:
+        raise datasets.batch_memory_error(config.batch_size, error) from None
+    if not per_class[0].sum():
         raise ValueError(f"No examples in {config.eval_files}.")
+    return per_class, hits, kept
+
+
+def _ensemble_counts(probabilities, labels, num_classes):
+    """(per-class counts, hits) of the summed probabilities, counted as one network's are."""
+    labels = tf.constant(labels, tf.int32)
+    top1, topk = top_k_hits(labels, tf.constant(probabilities))
+    per_class = np.stack([np.bincount(labels.numpy(), minlength=num_classes),
+                          np.bincount(labels.numpy(), weights=1.0 - top1.numpy(), minlength=num_classes)])
+    return per_class.astype(np.float64), np.array([top1.numpy().sum(), topk.numpy().sum()])
+
+
+def _results(config, spec, per_class, hits, member_results):
+    count = per_class[0].sum()
+    num_classes = len(per_class[0])
     with np.errstate(invalid="ignore", divide="ignore"):
         class_errors = np.where(per_class[0] > 0, per_class[1] / per_class[0], np.nan)
     # Per class, keyed by the class id (ImageNet has two "crane"s: n02012849 the bird and
     # n03126707 the machine), with the name beside it.
     ids = spec.get("class_ids") or [str(i) for i in range(num_classes)]
     names = spec.get("class_names") or list(ids)
+    ensemble = len(member_results) > 1
     results = {
         "top1_error": float(1.0 - hits[0] / count),
         "top5_error": float(1.0 - hits[1] / count),
         "num_examples": int(count),
         "crops": config.crops,
-        "checkpoint": member_results[0][1] if not ensemble else [checkpoint for _, checkpoint, _, _ in member_results],
+        "checkpoint": [checkpoint for _, checkpoint, _, _ in member_results] if ensemble else member_results[0][1],
         "per_class_top1_error": {ids[i]: {"name": names[i], "top1_error": float(class_errors[i]),
                                           "num_examples": int(per_class[0][i])}
                                  for i in range(num_classes) if per_class[0][i] > 0},

@@ -28,6 +28,7 @@ load is an error, never published. `assets.extra/tf_serving_warmup_requests` hol
 requests for every signature, so TF Serving warms each one before it reports the model ready.
 """
 
+import contextlib
 import dataclasses
 import glob
 import logging
@@ -96,13 +97,8 @@ def export_run(config):
     if misplaced:
         raise ExportError(f"{' and '.join(misplaced)} not for --format={config.format} (it would be ignored): "
                           "drop it, or pass the --format it is for (see --help).")
-    # A float32 model whatever the training precision (or a global policy left set by the caller).
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
+    with _float32_policy():
         model, spec, checkpoint = run_dir.load_model(config.model_dir, config.checkpoint)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
     if config.format == "tflite":
         from alexnet_tf.serving import tflite
 
@@ -129,6 +125,17 @@ def export_run(config):
     return ExportResult(path, checkpoint)
 
 
+@contextlib.contextmanager
+def _float32_policy():
+    """A float32 model whatever the training precision (or a global policy the caller left)."""
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
 def _export_ensemble(config):
     """The runs' ensemble as one SavedModel version (`--output` or `--export_dir` the base
     folder; default the first run's export/): the same signatures, the members' softmax
@@ -143,16 +150,13 @@ def _export_ensemble(config):
     if config.output and config.export_dir:
         raise ExportError("Pass --output or --export_dir (the same folder for a SavedModel), not both.")
     dirs = tuple(map(str, config.model_dir))
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
     try:
         # The members of one ensemble as evaluation checks them (classes, input size, crop).
         evaluation.check_members(dirs, crops=1)
-        members = [run_dir.load_model(model_dir) for model_dir in dirs]
+        with _float32_policy():
+            members = [run_dir.load_model(model_dir) for model_dir in dirs]
     except ValueError as error:
         raise ExportError(str(error)) from None
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
     statistics = [run_dir.statistics_of(spec) for _, spec, _ in members]
     model, features = ensemble_model([member for member, _, _ in members], [s.rgb_mean for s in statistics])
     first = members[0][1]
